@@ -1,0 +1,28 @@
+# Two entry points: `make repro` (the default pipeline) and `make test` (the suite).
+# Both create .venv and install the project into it first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: repro test data clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian when we are root with apt; otherwise the fetch stage
+# finds it elsewhere or prints exactly what to do.
+data:
+	@bash scripts/install-default-data.sh
+
+repro: $(STAMP) data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
