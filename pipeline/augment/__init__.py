@@ -1,0 +1,1 @@
+"""Augmentation: memorisation-driven per-sample RandAugment (memorisation.py)."""
