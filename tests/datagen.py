@@ -99,3 +99,19 @@ def make_image_tree(root: Path, counts: dict[str, dict[str, int]]) -> dict[str, 
                 (root / rel).write_bytes(files[rel])
                 seed += 1
     return files
+
+
+def make_digits_split(root: Path, **split) -> Path:
+    """fetch -> prepare -> split of scikit-learn's digits under `root`; returns the split directory."""
+    from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
+    from pipeline.data.fetch import fetch
+    from pipeline.data.prepare import prepare
+    from pipeline.data.split import build_split
+
+    fetch(DataConfig(dataset="digits"), root / "raw")
+    prepare(PrepareConfig(shard_max_samples=200), root / "raw", root / "prepared")
+    options = dict(imbalance_ratio=10, val_per_class=10, many_threshold=60, few_threshold=20,
+                   shard_max_samples=100)
+    options.update(split)
+    build_split(SplitConfig(**options), root / "prepared", root / "split", root / "stats.json", root / "counts.csv")
+    return root / "split"

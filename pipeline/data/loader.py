@@ -1,0 +1,351 @@
+"""Streaming over our WebDataset tar shards for distributed training and evaluation (pure PyTorch).
+
+Each DDP rank (a Ray Train worker; rank and world size are passed in, nothing
+here imports Ray) streams its own disjoint share of the shards:
+
+- Training: ``TrainStream`` is endless. It cycles over the rank's shards (a
+  new seeded shard order each cycle), re-balances classes per sample with
+  ``pipeline.samplers.repeat_stream``, mixes through a seeded shuffle buffer
+  and decodes. Every rank takes exactly ``steps_per_epoch(...)`` batches per
+  epoch, so uneven shard splits cannot hang DDP (see ECOSYSTEM.md, WebDataset),
+  and an epoch covers the data about once across ranks.
+- Evaluation: ``EvalStream`` reads the rank's share once, in file order, with
+  no shuffling or re-sampling; gather the predictions across ranks afterwards.
+
+Within a rank, DataLoader workers split the share: round-robin by shard when
+there are at least as many shards as workers, otherwise every worker reads
+all the shards and keeps the samples whose running index % num_workers is its
+worker id. Either way no sample is read twice across workers within a cycle.
+
+Reproducibility: every random draw comes from numpy generators seeded by
+(seed, epoch, a digest of the rank's shard file names, loader worker id) --
+not by the rank number, so the same shards give the same stream wherever they
+are stored and whichever rank reads them. Images stay uint8 (C, H, W):
+augmentation and normalisation happen later, on the training device.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import tarfile
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_image as _torchvision_decode
+from torchvision.transforms.v2 import functional as TF
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from pipeline.data.errors import DataError
+from pipeline.samplers import repeat_stream
+
+_READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+_PIL_MODES = {1: "L", 3: "RGB"}
+# Purposes of the per-iteration random generators (part of their seeds).
+_ORDER, _SAMPLES = 0, 1
+
+
+# ----------------------------------------------------------------------------- sharding arithmetic
+
+def rank_shards(shards: Sequence[str], rank: int, world_size: int) -> list[str]:
+    """This rank's disjoint share of the shards: round-robin over the sorted list, shards[rank::world_size].
+
+    Sorting first makes the split independent of the order in which each rank
+    happened to list the shard directory.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    ordered = sorted(str(shard) for shard in shards)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("the shard list contains duplicates")
+    if len(ordered) < world_size:
+        raise ValueError(
+            f"{len(ordered)} shard(s) for {world_size} ranks: every rank needs at least one shard, so at "
+            f"least {world_size} are needed; lower split.shard_max_samples (training / validation shards) "
+            f"or prepare.shard_max_samples (test shards), or use fewer workers")
+    return ordered[rank::world_size]
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
+    """Batches every rank takes per epoch: ceil(num_samples / (batch_size * world_size)), at least 1."""
+    if num_samples < 1 or batch_size < 1 or world_size < 1:
+        raise ValueError(f"num_samples, batch_size and world_size must be >= 1, "
+                         f"got {num_samples}, {batch_size}, {world_size}")
+    return max(1, math.ceil(num_samples / (batch_size * world_size)))
+
+
+# ----------------------------------------------------------------------------- reading and decoding
+
+def read_shard(path: str) -> Iterator[dict]:
+    """Yield {"key", "label", "data", "ext"} per sample of one shard, in file order.
+
+    `path` is a local path or any URL webdataset's gopen opens (pipe:, http(s):, gs:, ...).
+    A shard that is not a readable tar, or a sample without exactly one image
+    member and one ``.cls`` label, raises DataError naming the shard.
+    """
+    url = str(path)
+    with wds.gopen(url, "rb") as stream:
+        members = ({**member, "__url__": url} for member in tar_file_iterator(stream))
+        try:
+            for group in group_by_keys(members):
+                yield _sample(group, url)
+        except (tarfile.TarError, ValueError) as exc:
+            raise DataError(f"{url}: not a readable shard: {exc}") from exc
+
+
+def _sample(group: dict, url: str) -> dict:
+    key = group["__key__"]
+    images = [ext for ext in group if not ext.startswith("__") and ext != "cls"]
+    if "cls" not in group or len(images) != 1:
+        found = sorted(ext for ext in group if not ext.startswith("__"))
+        raise DataError(f"{url}: sample {key!r} needs one image member and a .cls label, found {found}")
+    text = group["cls"].decode("ascii", errors="replace").strip()
+    if not text.isdigit():
+        raise DataError(f"{url}: sample {key!r} has label {text!r}, expected a non-negative integer")
+    return {"key": key, "label": int(text), "data": group[images[0]], "ext": images[0]}
+
+
+def decode_image(data: bytes, channels: int, size: int | None = None) -> torch.Tensor:
+    """Encoded image bytes -> uint8 tensor (channels, H, W), resized (antialiased) to size x size if given.
+
+    torchvision decodes JPEG / PNG / WebP / GIF (first frame); anything else
+    goes through PIL. Undecodable bytes raise ValueError.
+    """
+    if channels not in _READ_MODES:
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be >= 1 or None, got {size}")
+    if not data:
+        raise ValueError("empty image bytes")
+    try:
+        image = _torchvision_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                    mode=_READ_MODES[channels])
+    except RuntimeError:
+        image = _decode_with_pil(data, channels)
+    if image.ndim == 4:  # animated GIF: keep the first frame
+        image = image[0]
+    if image.dtype != torch.uint8:  # 16-bit PNG
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    if size is not None and tuple(image.shape[-2:]) != (size, size):
+        image = TF.resize(image, [size, size], antialias=True)
+    return image
+
+
+def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.array(image.convert(_PIL_MODES[channels]), dtype=np.uint8)
+    except OSError as exc:  # includes PIL.UnidentifiedImageError
+        raise ValueError(f"cannot decode {len(data)} image bytes with torchvision or PIL: {exc}") from exc
+    tensor = torch.from_numpy(array)
+    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------- the streams
+
+def _loader_worker() -> tuple[int, int]:
+    """(worker id, number of DataLoader workers); (0, 1) in the main process."""
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def _checked_shards(shards: Sequence[str]) -> list[str]:
+    ordered = sorted(str(shard) for shard in shards)
+    if not ordered:
+        raise ValueError("no shards given")
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("the shard list contains duplicates")
+    return ordered
+
+
+def _worker_share(shards: list[str], worker: int, num_workers: int) -> tuple[list[str], bool]:
+    """The shards this loader worker reads, and whether it keeps only every num_workers-th sample of them."""
+    if len(shards) >= num_workers:
+        return shards[worker::num_workers], False
+    return shards, True
+
+
+def _read_share(shards: Iterable[str], worker: int, num_workers: int, split_samples: bool) -> Iterator[dict]:
+    """Samples of `shards` in order (tagged with their shard); with split_samples, index % num_workers == worker."""
+    index = 0
+    for shard in shards:
+        for sample in read_shard(shard):
+            if not split_samples or index % num_workers == worker:
+                sample["shard"] = shard
+                yield sample
+            index += 1
+
+
+def _decoded(sample: dict, channels: int, size: int | None) -> dict:
+    try:
+        image = decode_image(sample["data"], channels, size)
+    except ValueError as exc:
+        raise DataError(f"{sample['shard']}: sample {sample['key']} (.{sample['ext']}): {exc}") from exc
+    return {"key": sample["key"], "image": image, "label": sample["label"]}
+
+
+def _shuffled(samples: Iterable[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
+    """A shuffle buffer of `size` samples, drained in random order when `samples` ends."""
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        slot = int(rng.integers(size))
+        yield buffer[slot]
+        buffer[slot] = sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class _StreamBase(IterableDataset):
+    def __init__(self, shards: Sequence[str], channels: int, image_size: int | None) -> None:
+        super().__init__()
+        if channels not in _READ_MODES:
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be >= 1 or None, got {image_size}")
+        self.shards = _checked_shards(shards)
+        self.channels = channels
+        self.image_size = image_size
+
+
+class TrainStream(_StreamBase):
+    """Endless, re-balanced, shuffled stream over one rank's training shards; take steps_per_epoch batches.
+
+    Per cycle over the loader worker's share: a seeded shard order, then
+    ``repeat_stream`` (each sample emitted floor(r_c) or floor(r_c) + 1 times,
+    r_c = repeat_factors[label]; None = instance-balanced, every sample once),
+    then a shuffle buffer of `shuffle_buffer` samples (1 = no mixing), drained
+    at the end of each cycle so a cycle never mixes with the next: without
+    re-balancing, a worker emits each of its samples exactly once per cycle.
+
+    Call ``set_epoch`` before iterating each epoch. The epoch lives in shared
+    memory, so persistent DataLoader workers see it when their next pass starts.
+    """
+
+    def __init__(self, shards: Sequence[str], *, seed: int, channels: int, image_size: int | None,
+                 repeat_factors: np.ndarray | None, shuffle_buffer: int = 1000) -> None:
+        super().__init__(shards, channels, image_size)
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be >= 1 (1 = no mixing), got {shuffle_buffer}")
+        if repeat_factors is not None:
+            repeat_factors = np.asarray(repeat_factors, dtype=np.float64)
+            if (repeat_factors.ndim != 1 or not np.isfinite(repeat_factors).all()
+                    or (repeat_factors < 0).any() or not (repeat_factors > 0).any()):
+                raise ValueError("repeat_factors must be a 1-d array of finite, non-negative factors, "
+                                 "not all zero (see ClassSampler.repeat_factors)")
+        self.seed = int(seed)
+        self.repeat_factors = repeat_factors
+        self.shuffle_buffer = int(shuffle_buffer)
+        names = "\n".join(shard.rstrip("/").rsplit("/", 1)[-1] for shard in self.shards)
+        digest = hashlib.sha256(names.encode()).digest()
+        self._shard_digest = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def _rng(self, purpose: int, worker_key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, *self._shard_digest, purpose, worker_key])
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = _loader_worker()
+        share, split_samples = _worker_share(self.shards, worker, num_workers)
+        # Workers that split samples must walk the shards in the same order: a shared order seed.
+        order_rng = self._rng(_ORDER, 0 if split_samples else worker + 1)
+        rng = self._rng(_SAMPLES, worker + 1)
+        while True:
+            order = [share[i] for i in order_rng.permutation(len(share))]
+            read = _Tally(_read_share(order, worker, num_workers, split_samples))
+            samples: Iterable[dict] = read
+            if self.repeat_factors is not None:
+                samples = repeat_stream(self._labels_checked(samples), self.repeat_factors, rng,
+                                        label_key="label")
+            for sample in _shuffled(samples, self.shuffle_buffer, rng):
+                yield _decoded(sample, self.channels, self.image_size)
+            if read.count == 0:  # an endless loop over nothing would hang the rank
+                raise DataError(f"loader worker {worker} of {num_workers} got no samples from its shards "
+                                f"{order}; use fewer loader workers or more samples per rank")
+
+    def _labels_checked(self, samples: Iterable[dict]) -> Iterator[dict]:
+        for sample in samples:
+            if sample["label"] >= len(self.repeat_factors):
+                raise DataError(f"{sample['shard']}: sample {sample['key']} has label {sample['label']}, "
+                                f"but repeat_factors covers {len(self.repeat_factors)} classes")
+            yield sample
+
+
+class _Tally:
+    """Counts the samples that pass through."""
+
+    def __init__(self, samples: Iterable[dict]) -> None:
+        self.samples = samples
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        for sample in self.samples:
+            self.count += 1
+            yield sample
+
+
+class EvalStream(_StreamBase):
+    """One pass over one rank's shards in file order: no shuffling, no re-sampling.
+
+    Each sample of the shards is yielded exactly once across DataLoader workers.
+    """
+
+    def __init__(self, shards: Sequence[str], *, channels: int, image_size: int | None) -> None:
+        super().__init__(shards, channels, image_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = _loader_worker()
+        share, split_samples = _worker_share(self.shards, worker, num_workers)
+        for sample in _read_share(share, worker, num_workers, split_samples):
+            yield _decoded(sample, self.channels, self.image_size)
+
+
+# ----------------------------------------------------------------------------- the DataLoader
+
+def collate_samples(samples: list[dict]) -> dict:
+    """{"image": (B, C, H, W) uint8, "label": (B,) int64, "key": list[str]}."""
+    shapes = {tuple(sample["image"].shape) for sample in samples}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different shapes {sorted(shapes)} in one batch; set image_size")
+    return {
+        "image": torch.stack([sample["image"] for sample in samples]),
+        "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.int64),
+        "key": [sample["key"] for sample in samples],
+    }
+
+
+def make_loader(dataset: TrainStream | EvalStream, batch_size: int, num_workers: int,
+                pin_memory: bool = False, drop_last: bool = False, prefetch_factor: int = 2) -> DataLoader:
+    """A DataLoader over a stream, batching with ``collate_samples``.
+
+    Training: iterate ``itertools.islice(loader, steps_per_epoch(...))`` after
+    ``dataset.set_epoch(epoch)``; its workers persist across epochs. Evaluation
+    keeps every sample, so drop_last=True is refused for an EvalStream.
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    if isinstance(dataset, EvalStream) and drop_last:
+        raise ValueError("drop_last=True would drop evaluation samples; EvalStream needs drop_last=False")
+    options = {}
+    if num_workers > 0:
+        options = {"prefetch_factor": prefetch_factor, "persistent_workers": isinstance(dataset, TrainStream)}
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples,
+                      pin_memory=pin_memory, drop_last=drop_last, **options)

@@ -1,0 +1,51 @@
+"""Augmentation presets for training views, applied per sample to uint8 images (C, H, W).
+
+A method names one preset per view it needs (e.g. BCL: basic for the classifier
+view, strong for the two contrastive views). Normalisation to float happens
+once, after augmentation, in `normalize`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from pipeline.registry import Registry
+
+Preset = Callable[[int], Callable[[torch.Tensor], torch.Tensor]]  # image_size -> per-image transform
+AUGMENTATIONS: Registry[Preset] = Registry("augmentation")
+
+
+@AUGMENTATIONS.register("none")
+def no_augmentation(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda image: image
+
+
+@AUGMENTATIONS.register("basic")
+def basic(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Random crop with 1/8 zero padding + horizontal flip (the CIFAR-LT standard)."""
+    return v2.Compose([v2.RandomCrop(image_size, padding=max(image_size // 8, 1)), v2.RandomHorizontalFlip()])
+
+
+@AUGMENTATIONS.register("strong")
+def strong(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """basic + RandAugment (2 ops, magnitude 9), the contrastive views of BCL / JRCL."""
+    return v2.Compose([v2.RandomCrop(image_size, padding=max(image_size // 8, 1)), v2.RandomHorizontalFlip(),
+                       v2.RandAugment(num_ops=2, magnitude=9)])
+
+
+def augment_views(images: torch.Tensor, presets: Sequence[str], image_size: int) -> list[torch.Tensor]:
+    """One augmented uint8 batch per preset; every image gets its own random draw."""
+    views = []
+    for name in presets:
+        transform = AUGMENTATIONS.get(name)(image_size)
+        views.append(images if name == "none" else torch.stack([transform(image) for image in images]))
+    return views
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float (B, C, H, W): scale to [0, 1], then (x - mean) / std per channel."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean_t) / std_t

@@ -1,0 +1,83 @@
+"""Typed configuration of training (params sections `model`, `stage1`, `stage2`, `ray`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.config import require
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The input the network sees and the backbone that reads it (params section `model`)."""
+
+    backbone: str = "resnet_small"  # a pipeline.models.backbones name, or timm:<name>
+    pretrained: bool = False
+    channels: int = 1  # decode images as 1 (grey) or 3 (RGB) channels
+    image_size: int = 28  # decoded images are resized to image_size x image_size
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+    def __post_init__(self) -> None:
+        require(self.channels in (1, 3), "model.channels", f"must be 1 or 3, got {self.channels}")
+        require(self.image_size >= 8, "model.image_size", "must be >= 8")
+        for key, values in (("model.mean", self.mean), ("model.std", self.std)):
+            require(len(values) == self.channels, key, f"needs {self.channels} values, got {len(values)}")
+        require(all(s > 0 for s in self.std), "model.std", "must be > 0")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage (params sections `stage1` and `stage2`)."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)  # the method's own knobs, checked by the method
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[int, ...] = ()  # step schedule: epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+    sampler: str | None = None  # None: the method's default (instance- or class-balanced)
+    seed: int = 0
+
+    def validate(self, section: str) -> "StageConfig":
+        require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")
+        require(self.batch_size >= 2, f"{section}.batch_size", "must be >= 2")
+        require(self.lr > 0, f"{section}.lr", "must be > 0")
+        require(0 <= self.momentum < 1, f"{section}.momentum", "must be in [0, 1)")
+        require(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
+        require(0 <= self.warmup_epochs <= max(self.epochs, 0), f"{section}.warmup_epochs",
+                f"must be in [0, {section}.epochs]")
+        require(list(self.milestones) == sorted(self.milestones), f"{section}.milestones", "must be increasing")
+        require(0 < self.gamma <= 1, f"{section}.gamma", "must be in (0, 1]")
+        if self.sampler is not None:
+            from pipeline.samplers import SAMPLERS
+
+            require(self.sampler in SAMPLERS, f"{section}.sampler",
+                    f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS.names())}")
+        return self
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how wide training runs (params section `ray`)."""
+
+    address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray started for the run
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    loader_workers: int = 0  # DataLoader processes per training worker
+    max_failures: int = 1  # worker failures retried from the last checkpoint
+    storage_path: str = ".ray_runs"  # Ray Train run storage (checkpoints); a shared path on a cluster
+
+    def __post_init__(self) -> None:
+        require(self.num_workers >= 1, "ray.num_workers", "must be >= 1")
+        require(self.cpus_per_worker > 0, "ray.cpus_per_worker", "must be > 0")
+        require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", "must be >= 0")
+        require(self.loader_workers >= 0, "ray.loader_workers", "must be >= 0")
+        require(self.max_failures >= -1, "ray.max_failures", "must be >= -1 (-1: retry forever)")

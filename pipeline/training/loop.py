@@ -1,0 +1,260 @@
+"""The per-worker training loop that Ray Train runs on every rank, and the job it receives.
+
+Ray calls stay at the edges: `train_worker` reads rank / world size / device /
+checkpoint from Ray and reports one metrics dict (with a checkpoint from rank 0)
+per epoch; everything between is plain PyTorch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipeline.data.loader import EvalStream, TrainStream, make_loader, rank_shards, steps_per_epoch
+from pipeline.distributed import backward_scale
+from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.samplers import SAMPLERS
+from pipeline.training.augment import normalize
+from pipeline.training.config import StageConfig
+from pipeline.training.methods import Method, Task, build_stage1
+from pipeline.training.rebalance import build_stage2
+
+STATE_FILE = "state.pt"  # the latest full training state (resume)
+BEST_FILE = "best_model.pt"  # weights of the best epoch by validation balanced accuracy
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs; plain data with absolute paths (workers run elsewhere)."""
+
+    stage: str  # "stage1" or "stage2"
+    config: StageConfig  # the stage being trained
+    task: Task
+    train_shards: tuple[str, ...]
+    val_shards: tuple[str, ...]
+    num_train: int
+    loader_workers: int = 0
+    stage1: StageConfig | None = None  # stage2: how to rebuild the stage-1 model
+    stage1_weights: str | None = None  # stage2: the stage-1 best weights
+
+
+def assemble_method(stage: str, config: StageConfig, task: Task, stage1: StageConfig | None = None,
+                    stage1_weights: str | None = None) -> Method:
+    """Build a stage's method; a stage-2 method wraps a stage-1 model (with `stage1_weights` if given,
+    else random weights that the caller overwrites with a saved stage-2 state dict)."""
+    if stage == "stage1":
+        return build_stage1(config.method, config.params, task)
+    first = build_stage1(stage1.method, stage1.params, task)
+    if stage1_weights is not None:
+        first.load_state_dict(torch.load(stage1_weights, map_location="cpu", weights_only=True))
+    return build_stage2(config.method, config.params, first, task)
+
+
+def learning_rate_factor(cfg: StageConfig, step: int, steps: int) -> float:
+    """lr multiplier at global `step` (of `steps` per epoch): linear warm-up, then cosine / step / constant."""
+    epoch = step / steps
+    if epoch < cfg.warmup_epochs:
+        return (step + 1) / (cfg.warmup_epochs * steps)
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+        return 0.5 * (1.0 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return 1.0
+
+
+def make_optimizer(cfg: StageConfig, method: Method) -> torch.optim.Optimizer:
+    params = [p for p in method.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """all_gather_object over ranks; [obj] without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@torch.no_grad()
+def predict(method: Method, shards: list[str], task: Task, device: torch.device, batch_size: int,
+            loader_workers: int) -> dict[str, np.ndarray | list[str]]:
+    """This rank's predictions over `shards` (one pass, each sample once): keys, labels, logits."""
+    method.eval()
+    keys, labels, logits = [], [], []
+    batches = []
+    if shards:
+        stream = EvalStream(shards, channels=task.model.channels, image_size=task.model.image_size)
+        batches = make_loader(stream, batch_size, loader_workers)
+    for batch in batches:
+        images = normalize(batch["image"].to(device), task.model.mean, task.model.std)
+        logits.append(method.logits(images).float().cpu())
+        labels.append(batch["label"])
+        keys.extend(batch["key"])
+    num_classes = task.num_classes
+    return {"keys": keys,
+            "labels": torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
+            "logits": torch.cat(logits).numpy() if logits else np.zeros((0, num_classes), np.float32)}
+
+
+def gathered_predictions(method: Method, shards: tuple[str, ...], task: Task, device: torch.device,
+                         batch_size: int, loader_workers: int, rank: int, world: int) -> dict:
+    """Predictions of all ranks over `shards`, concatenated and sorted by key (every rank gets them).
+
+    Each rank reads a disjoint share of the shards; with fewer shards than ranks, rank 0 reads them all.
+    """
+    if len(shards) >= world:
+        share = rank_shards(list(shards), rank, world)
+    else:
+        share = list(shards) if rank == 0 else []
+    mine = predict(method, share, task, device, batch_size, loader_workers)
+    parts = gather_objects(mine)
+    keys = [k for p in parts for k in p["keys"]]
+    order = np.argsort(np.array(keys))
+    return {"keys": [keys[i] for i in order],
+            "labels": np.concatenate([p["labels"] for p in parts])[order],
+            "logits": np.concatenate([p["logits"] for p in parts])[order]}
+
+
+def validation_metrics(predictions: dict, task: Task) -> dict[str, float]:
+    logits = torch.from_numpy(predictions["logits"]).double()
+    probabilities = torch.softmax(logits, dim=1).numpy()
+    metrics = long_tail_metrics(predictions["labels"], probabilities.argmax(1), probabilities,
+                                task.class_counts, task.many_threshold, task.few_threshold)
+    return {f"val_{k}": v for k, v in metrics.items() if not k.startswith("num_")}
+
+
+def _cpu_copy(state: dict) -> dict:
+    """A detached CPU copy of a state dict (extra states, e.g. a loss tracker, are deep-copied)."""
+    return {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+
+
+def _save_checkpoint(directory: Path, method: Method, optimizer, scheduler, epoch: int, best: float,
+                     history: list[dict], best_state: dict) -> None:
+    torch.save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
+                "rng": _rng_state()}, directory / STATE_FILE)
+    torch.save(best_state, directory / BEST_FILE)
+
+
+Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None) -> None
+
+
+def load_training_state(directory: Path, device: torch.device) -> dict:
+    """A checkpoint directory's full state plus its best weights (both in memory)."""
+    state = torch.load(directory / STATE_FILE, map_location=device, weights_only=False)
+    state["best_state"] = torch.load(directory / BEST_FILE, map_location="cpu", weights_only=False)
+    return state
+
+
+def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: dict | None,
+        report: Report) -> None:
+    """Train `job` on this rank from epoch 0 or from `resume`; after every epoch call `report`
+    with the metrics and, on rank 0, a directory holding the checkpoint (it is deleted after)."""
+    cfg, task = job.config, job.task
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    method = assemble_method(job.stage, cfg, task, job.stage1, job.stage1_weights).to(device)
+    if device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    trains = method.trains and cfg.epochs > 0
+    epochs = cfg.epochs if trains else 1
+    steps = steps_per_epoch(job.num_train, cfg.batch_size, world)
+    optimizer = make_optimizer(cfg, method) if trains else torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(cfg, s, steps))
+
+    start_epoch, best, history, best_state = 0, -math.inf, [], None
+    if resume is not None:
+        method.load_state_dict(resume["method"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
+        best_state = resume["best_state"]
+        torch.set_rng_state(resume["rng"]["torch"])
+        np.random.set_state(resume["rng"]["numpy"])
+    model = method
+    if trains and world > 1:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(method, move_to_device=False)
+    sampler = SAMPLERS.get(cfg.sampler or method.default_sampler)()
+    my_shards = rank_shards(list(job.train_shards), rank, world)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    for epoch in range(start_epoch, epochs):
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        if trains:
+            model.train()
+            factors = sampler.repeat_factors(np.asarray(task.class_counts), epoch)
+            stream = TrainStream(my_shards, seed=cfg.seed * 100_003 + epoch, channels=task.model.channels,
+                                 image_size=task.model.image_size, repeat_factors=factors)
+            for batch in islice(make_loader(stream, cfg.batch_size, job.loader_workers), steps):
+                views = [normalize(v.to(device, non_blocking=True), task.model.mean, task.model.std)
+                         for v in method.augment(batch["image"], batch["key"])]
+                if device.type == "cuda":
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                labels = batch["label"].to(device)
+                with autocast:
+                    out = model(views, labels, batch["key"], epoch)
+                optimizer.zero_grad(set_to_none=True)
+                (out["loss"] * backward_scale(method.loss_fn)).backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(out["loss"].detach()) * len(labels)
+                seen += len(labels)
+            method.end_epoch(epoch)
+        predictions = gathered_predictions(method, job.val_shards, task, device, cfg.batch_size * 2,
+                                           job.loader_workers, rank, world)
+        metrics = validation_metrics(predictions, task)
+        throughput = sum(gather_objects(seen)) / max(time.perf_counter() - started, 1e-9)
+        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1),
+                       lr=optimizer.param_groups[0]["lr"], images_per_s=throughput)
+        if metrics["val_balanced_accuracy"] > best or best_state is None:
+            best = metrics["val_balanced_accuracy"]
+            best_state = _cpu_copy(method.state_dict())
+        metrics["best_val_balanced_accuracy"] = best
+        history.append(metrics)
+        if rank == 0:
+            print(f"[{job.stage}] epoch {epoch + 1}/{epochs} loss {metrics['train_loss']:.4f} "
+                  f"val bal-acc {metrics['val_balanced_accuracy']:.4f} (best {best:.4f}) "
+                  f"few {metrics['val_few_accuracy']:.4f} lr {metrics['lr']:.4g} "
+                  f"{throughput:.0f} img/s", flush=True)
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                _save_checkpoint(Path(directory), method, optimizer, scheduler, epoch, best, history, best_state)
+            report(metrics, Path(directory) if rank == 0 else None)
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train entry point: `fit` with Ray's rank, device and checkpoint; reports go to Ray."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    checkpoint = ray.train.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_training_state(Path(directory), device)
+
+    def report(metrics: dict, directory: Path | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
+
+    fit(config["job"], rank=context.get_world_rank(), world=context.get_world_size(), device=device,
+        resume=resume, report=report)

@@ -1,0 +1,331 @@
+"""Stage-1 methods: a method is model + loss behind one interface, registered by its params name.
+
+The training loop only ever calls `forward` (one step's loss dict), `logits`
+(inference) and `end_epoch`; a new method is a new registered class, never an
+edit to the loop. Each class carries a `Params` dataclass: its knobs from
+params.yaml `stage1.params`, with METHODS.md's values as defaults where
+METHODS.md gives them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.config import ConfigError, from_mapping
+from pipeline.losses import (
+    BCL, JRCL, LDAMDRW, BalancedSoftmax, ClipClassText, ClipInfoNCE, CrossEntropy, DecoupledRegularisation,
+    LogitAdjustedCE, loss_inputs, normal_mask_from_classes, normal_mask_from_counts,
+)
+from pipeline.models.backbones import build_backbone
+from pipeline.models.heads import CosineHead, LinearHead, ProjectionMLP
+from pipeline.registry import Registry
+from pipeline.training.augment import augment_views
+from pipeline.training.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a method is built for: the long-tailed training split and the input format."""
+
+    class_counts: tuple[int, ...]
+    class_names: tuple[str, ...]
+    many_threshold: int
+    few_threshold: int
+    model: ModelConfig
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+
+class Method(nn.Module):
+    """Model + loss. forward(views, labels, keys, epoch) -> {"loss": ..., parts}; logits(images)."""
+
+    view_presets: tuple[str, ...] = ("basic",)  # one augmentation preset per view fed to forward
+    default_sampler = "instance_balanced"
+    trains = True  # False: nothing to learn (zero-shot CLIP, tau-norm, stage-2 "none")
+    loss_fn: nn.Module
+
+    def augment(self, images: Tensor, keys: Sequence[str]) -> list[Tensor]:
+        """uint8 views of a uint8 batch, one per view preset (normalisation follows in the loop)."""
+        return augment_views(images, self.view_presets, images.shape[-1])
+
+    def features(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def logits(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called once per epoch after the last step, on every rank (no-op unless overridden)."""
+
+
+STAGE1: Registry[type[Method]] = Registry("stage1 method")
+
+
+def build_stage1(name: str, params: Mapping[str, Any], task: Task) -> Method:
+    """Build a registered stage-1 method; unknown `stage1.params` keys raise ConfigError."""
+    cls = STAGE1.get(name)
+    return cls(from_mapping(cls.Params, params, "stage1.params"), task)
+
+
+def _backbone(task: Task) -> nn.Module:
+    return build_backbone(task.model.backbone, in_chans=task.model.channels, pretrained=task.model.pretrained)
+
+
+class ClassifierMethod(Method):
+    """Backbone + one classifier head + a classification loss on view 0.
+
+    The loss's forward arguments (loss_inputs) are picked from {logits, labels,
+    features, weight, epoch}, so CE, LA, balanced softmax, LDAM-DRW and the
+    decoupling-regularisation loss share this one class.
+    """
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, task: Task, make_head: Callable[[int], nn.Module], loss_fn: nn.Module,
+                 inference_scale: float = 1.0) -> None:
+        super().__init__()
+        self.backbone = _backbone(task)
+        self.head = make_head(self.backbone.num_features)
+        self.loss_fn = loss_fn
+        self.inference_scale = inference_scale
+        self._inputs = loss_inputs(loss_fn)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.inference_scale * self.head(self.backbone(images))
+
+    def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
+        features = self.backbone(views[0])
+        available = {"logits": self.head(features), "labels": labels, "features": features,
+                     "weight": self.head.weight, "epoch": epoch}
+        return self.loss_fn(**{name: available[name] for name in self._inputs})
+
+
+def _linear(task: Task) -> Callable[[int], nn.Module]:
+    return lambda dim: LinearHead(dim, task.num_classes)
+
+
+def _cosine(task: Task, scale: float) -> Callable[[int], nn.Module]:
+    return lambda dim: CosineHead(dim, task.num_classes, scale=scale)
+
+
+@STAGE1.register("ce")
+class CE(ClassifierMethod):
+    """Plain cross-entropy with a linear classifier (METHODS.md baseline)."""
+
+    def __init__(self, params: ClassifierMethod.Params, task: Task) -> None:
+        super().__init__(task, _linear(task), CrossEntropy())
+
+
+@STAGE1.register("la")
+class LA(ClassifierMethod):
+    """Logit-adjusted cross-entropy, training form: CE(z + tau * log pi, y)."""
+
+    @dataclass(frozen=True)
+    class Params:
+        tau: float = 1.0
+
+    def __init__(self, params: Params, task: Task) -> None:
+        super().__init__(task, _linear(task),
+                         LogitAdjustedCE(class_counts=task.class_counts, tau=params.tau))
+
+
+@STAGE1.register("balanced_softmax")
+class BalancedSoftmaxMethod(ClassifierMethod):
+    """Balanced softmax: CE(z + log n_c, y)."""
+
+    def __init__(self, params: ClassifierMethod.Params, task: Task) -> None:
+        super().__init__(task, _linear(task),
+                         BalancedSoftmax(class_counts=task.class_counts))
+
+
+@STAGE1.register("ldam_drw")
+class LDAMDRWMethod(ClassifierMethod):
+    """LDAM margins on a cosine classifier, deferred re-weighting from drw_start_epoch."""
+
+    @dataclass(frozen=True)
+    class Params:
+        max_margin: float = 0.5
+        s: float = 30.0
+        beta: float = 0.9999
+        drw_start_epoch: int = 160
+
+    def __init__(self, params: Params, task: Task) -> None:
+        # The loss takes unscaled cosines and applies s itself; inference applies the same s.
+        super().__init__(task, _cosine(task, 1.0),
+                         LDAMDRW(class_counts=task.class_counts, max_margin=params.max_margin, s=params.s,
+                                 beta=params.beta, drw_start_epoch=params.drw_start_epoch),
+                         inference_scale=params.s)
+
+
+@STAGE1.register("decreg")
+class DecRegMethod(ClassifierMethod):
+    """Decoupling and regularisation (reconstructed): angular margin + uniformity + feature-norm hinge."""
+
+    @dataclass(frozen=True)
+    class Params:
+        m: float = 0.2
+        s: float = 30.0
+        t: float = 2.0
+        lambda_u: float = 0.1
+        lambda_n: float = 0.01
+        radius: float = 10.0
+
+    def __init__(self, params: Params, task: Task) -> None:
+        super().__init__(task, _cosine(task, params.s),
+                         DecoupledRegularisation(m=params.m, s=params.s, t=params.t, lambda_u=params.lambda_u,
+                                                 lambda_n=params.lambda_n, radius=params.radius))
+
+
+@STAGE1.register("bcl")
+class BCLMethod(Method):
+    """Balanced contrastive learning: cosine classifier on view 0, BCL on views 1-2 with
+    class prototypes from a second MLP over the classifier weights (official-code design)."""
+
+    view_presets = ("basic", "strong", "strong")
+
+    @dataclass(frozen=True)
+    class Params:
+        alpha: float = 2.0
+        beta: float = 0.6
+        tau: float = 0.1
+        s: float = 30.0
+        embedding_dim: int = 128
+
+    def __init__(self, params: Params, task: Task) -> None:
+        super().__init__()
+        self.backbone = _backbone(task)
+        dim = self.backbone.num_features
+        self.head = CosineHead(dim, task.num_classes, scale=params.s)
+        self.projector = ProjectionMLP(dim, params.embedding_dim)
+        self.prototype_projector = ProjectionMLP(dim, params.embedding_dim)
+        self.loss_fn = BCL(class_counts=task.class_counts, alpha=params.alpha, beta=params.beta, tau=params.tau)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
+        batch = views[0].shape[0]
+        features = self.backbone(torch.cat(list(views)))  # one pass: BN statistics over all views
+        embeddings = self.projector(features[batch:]).view(2, batch, -1).transpose(0, 1)
+        return self.loss_fn(logits=self.head(features[:batch]), labels=labels, view_embeddings=embeddings,
+                            prototypes=self.prototype_projector(self.head.weight))
+
+
+@STAGE1.register("jrcl")
+class JRCLMethod(Method):
+    """JRCL (reconstructed): linear classifier + auxiliary binary head on view 0, one-to-all
+    supervised contrastive loss on views 1-2. The binary partition is `normal_classes`
+    (class indices) or, when empty, the many-shot group vs the rest."""
+
+    view_presets = ("basic", "strong", "strong")
+
+    @dataclass(frozen=True)
+    class Params:
+        tau: float = 0.1
+        lambda_con: float = 0.5
+        lambda_bdc: float = 0.5
+        logit_adjust_tau: float = 1.0
+        normal_classes: tuple[int, ...] = ()
+        embedding_dim: int = 128
+
+    def __init__(self, params: Params, task: Task) -> None:
+        super().__init__()
+        self.backbone = _backbone(task)
+        dim = self.backbone.num_features
+        self.head = LinearHead(dim, task.num_classes)
+        self.binary_head = nn.Linear(dim, 2)
+        self.projector = ProjectionMLP(dim, params.embedding_dim)
+        if params.normal_classes:
+            mask = normal_mask_from_classes(task.num_classes, list(params.normal_classes))
+        else:
+            mask = normal_mask_from_counts(task.class_counts, task.many_threshold)
+        self.loss_fn = JRCL(class_counts=task.class_counts, normal_mask=mask, tau=params.tau,
+                            lambda_con=params.lambda_con, lambda_bdc=params.lambda_bdc,
+                            logit_adjust_tau=params.logit_adjust_tau)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
+        batch = views[0].shape[0]
+        features = self.backbone(torch.cat(list(views)))
+        embeddings = self.projector(features[batch:]).view(2, batch, -1).transpose(0, 1)
+        return self.loss_fn(logits=self.head(features[:batch]), labels=labels, view_embeddings=embeddings,
+                            binary_logits=self.binary_head(features[:batch]))
+
+
+@STAGE1.register("clip")
+class CLIPFineTune(Method):
+    """ECVL stage 1: fine-tune both CLIP towers; CE of logit_scale * cos(image, class text) over all
+    C class prompts, or the symmetric in-batch InfoNCE (`loss: infonce`)."""
+
+    view_presets = ("basic",)
+
+    @dataclass(frozen=True)
+    class Params:
+        kind: str = "tiny"  # a pipeline.models.clip CLIP_MODELS name
+        arch: str | None = None
+        pretrained: str | None = None
+        embed_dim: int = 256
+        templates: tuple[str, ...] = ("a photo of a {class}.",)
+        loss: str = "class_text"  # class_text | infonce
+
+    def __init__(self, params: Params, task: Task) -> None:
+        super().__init__()
+        from pipeline.models.clip import ClipSpec, build_clip  # open_clip loads only for CLIP methods
+
+        if params.loss not in ("class_text", "infonce"):
+            raise ConfigError(f"stage1.params.loss: {params.loss!r} is not one of 'class_text', 'infonce'")
+        spec_fields = {"kind": params.kind, "arch": params.arch, "pretrained": params.pretrained}
+        if params.kind.endswith("_minilm"):
+            spec_fields["embed_dim"] = params.embed_dim
+        bundle = build_clip(ClipSpec(**spec_fields))
+        self.clip = bundle.model
+        prompts = [t.replace("{class}", name) for name in task.class_names for t in params.templates]
+        self.register_buffer("prompt_tokens", bundle.tokenizer(prompts), persistent=False)
+        self.num_templates = len(params.templates)
+        self.loss_fn = ClipClassText() if params.loss == "class_text" else ClipInfoNCE()
+
+    def class_embeddings(self) -> Tensor:
+        text = F.normalize(self.clip.encode_text(self.prompt_tokens), dim=-1)
+        text = text.view(-1, self.num_templates, text.shape[-1]).mean(1)
+        return F.normalize(text, dim=-1)
+
+    def features(self, images: Tensor) -> Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.clip.logit_scale.exp() * self.features(images) @ self.class_embeddings().t()
+
+    def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
+        images = self.features(views[0])
+        classes = self.class_embeddings()
+        scale = self.clip.logit_scale.exp()
+        if isinstance(self.loss_fn, ClipInfoNCE):
+            return self.loss_fn(image_embeddings=images, text_embeddings=classes[labels], logit_scale=scale)
+        return self.loss_fn(image_embeddings=images, class_text_embeddings=classes, labels=labels,
+                            logit_scale=scale)
+
+
+@STAGE1.register("zeroshot_clip")
+class ZeroShotCLIP(CLIPFineTune):
+    """Zero-shot CLIP: class-prompt classification with no training (the report's baseline)."""
+
+    trains = False

@@ -1,0 +1,84 @@
+"""Driver side of a training stage: build the TrainJob from the split, run it on Ray, and collect
+its artifacts into the DVC workspace (best weights, job description, metrics, history)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.config import from_mapping
+from pipeline.io import atomic_dir, atomic_file, write_json
+from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.launch import run_training
+from pipeline.training.loop import BEST_FILE, STATE_FILE, TrainJob
+from pipeline.training.methods import Task
+
+JOB_FILE = "job.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str, tuple[str, ...]], int]:
+    """The Task of a split stage output, its shards per role (absolute paths) and the training size."""
+    split_dir = Path(split_dir).resolve()
+    stats = json.loads((split_dir / "stats.json").read_text())
+    task = Task(class_counts=tuple(stats["class_counts"].values()), class_names=tuple(stats["class_counts"]),
+                many_threshold=stats["thresholds"]["many_above"], few_threshold=stats["thresholds"]["few_below"],
+                model=model)
+    manifest = pq.read_table(split_dir / "manifest.parquet", columns=["role", "shard"]).to_pylist()
+    shards = {role: tuple(sorted({str(split_dir / r["shard"]) for r in manifest if r["role"] == role}))
+              for role in ("train", "val")}
+    return task, shards, stats["train_total"]
+
+
+def run_name(job: TrainJob) -> str:
+    """Stable per configuration, so a rerun of the same job resumes its Ray run."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(job), sort_keys=True, default=str).encode())
+    return f"{job.stage}-{job.config.method}-{digest.hexdigest()[:12]}"
+
+
+def save_job(path: Path, job: TrainJob) -> None:
+    record = {"stage": job.stage, "config": dataclasses.asdict(job.config), "task": dataclasses.asdict(job.task),
+              "stage1": dataclasses.asdict(job.stage1) if job.stage1 else None}
+    write_json(path, record)
+
+
+def load_job(run_dir: str | Path) -> tuple[str, StageConfig, Task, StageConfig | None]:
+    """(stage, stage config, task, stage-1 config) recorded by `train_stage` in `run_dir`."""
+    record = json.loads((Path(run_dir) / JOB_FILE).read_text())
+    stage1 = from_mapping(StageConfig, record["stage1"], "stage1") if record["stage1"] else None
+    return (record["stage"], from_mapping(StageConfig, record["config"], record["stage"]),
+            from_mapping(Task, record["task"], "task"), stage1)
+
+
+def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_path: str | Path,
+                history_path: str | Path) -> str:
+    """Train `job` on Ray and write `out_dir` (model.pt = best weights, job.json), the best epoch's
+    metrics and the per-epoch history. Returns the one-line summary."""
+    started = time.perf_counter()
+    result = run_training(job, ray_cfg, run_name(job))
+    if result.error is not None:
+        raise RuntimeError(f"{job.stage} training failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"{job.stage}: the run reported no checkpoint; see the Ray log above")
+    with result.checkpoint.as_directory() as directory:
+        history = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+        with atomic_dir(out_dir) as tmp:
+            best_state = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=False)
+            torch.save(best_state, tmp / WEIGHTS_FILE)
+            save_job(tmp / JOB_FILE, job)
+    best = max(history, key=lambda row: row["val_balanced_accuracy"])
+    write_json(metrics_path, {k: (None if v != v else v) for k, v in best.items()})  # NaN -> null
+    with atomic_file(history_path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+    return (f"{job.stage} {job.config.method}: best epoch {best['epoch']}/{len(history)} val balanced acc "
+            f"{best['val_balanced_accuracy']:.4f} (many {best['val_many_accuracy']:.3f} / medium "
+            f"{best['val_medium_accuracy']:.3f} / few {best['val_few_accuracy']:.3f}) "
+            f"in {time.perf_counter() - started:.0f} s")

@@ -1,0 +1,36 @@
+"""DVC stage `evaluate`: the best model over the test shards on Ray; predictions and test metrics."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.config import parse_section
+from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
+from pipeline.training.config import RayConfig
+from stages.common import load_params, run_stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ltp evaluate", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--run", default="runs/stage2")
+    parser.add_argument("--out", default="runs/evaluation")
+    parser.add_argument("--metrics", default="metrics/test.json")
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        ray_cfg = parse_section(RayConfig, load_params(args.params), "ray")
+        prepared = Path(args.prepared).resolve()
+        manifest = pq.read_table(prepared / "manifest.parquet", columns=["split", "shard"]).to_pylist()
+        shards = tuple(sorted({str(prepared / r["shard"]) for r in manifest if r["split"] == "test"}))
+        job = EvalJob(str(Path(args.run).resolve()), shards, loader_workers=ray_cfg.loader_workers)
+        m = write_evaluation(predict_on_ray(job, ray_cfg), args.run, args.out, args.metrics)
+        return (f"evaluate: {m['num_samples']:,} test images, top-1 {m['top1']:.4f}, balanced "
+                f"{m['balanced_accuracy']:.4f}, many/medium/few {m['many_accuracy']:.3f}/"
+                f"{m['medium_accuracy']:.3f}/{m['few_accuracy']:.3f}, macro-F1 {m['macro_f1']:.4f}, "
+                f"ECE {m['ece']:.4f}")
+
+    return run_stage(body)

@@ -1,0 +1,32 @@
+"""DVC stage `stage1`: representation learning of params `stage1.method` on Ray Train."""
+from __future__ import annotations
+
+import argparse
+
+from pipeline.config import parse_section
+from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.loop import TrainJob, assemble_method
+from pipeline.training.run import load_task, train_stage
+from stages.common import load_params, run_stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ltp stage1", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", default="data/split")
+    parser.add_argument("--out", default="runs/stage1")
+    parser.add_argument("--metrics", default="metrics/stage1.json")
+    parser.add_argument("--history", default="metrics/stage1_history.tsv")
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        params = load_params(args.params)
+        model = parse_section(ModelConfig, params, "model")
+        stage = parse_section(StageConfig, params, "stage1").validate("stage1")
+        ray_cfg = parse_section(RayConfig, params, "ray")
+        task, shards, num_train = load_task(args.split, model)
+        job = TrainJob("stage1", stage, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)
+        assemble_method("stage1", stage, task)  # bad method params fail here, before Ray starts
+        return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
+
+    return run_stage(body)

@@ -1,0 +1,36 @@
+"""DVC stage `stage2`: classifier re-balancing (params `stage2.method`) on the frozen stage-1 model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.config import parse_section
+from pipeline.training.config import RayConfig, StageConfig
+from pipeline.training.loop import TrainJob, assemble_method
+from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
+from stages.common import load_params, run_stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ltp stage2", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", default="data/split")
+    parser.add_argument("--stage1", default="runs/stage1")
+    parser.add_argument("--out", default="runs/stage2")
+    parser.add_argument("--metrics", default="metrics/stage2.json")
+    parser.add_argument("--history", default="metrics/stage2_history.tsv")
+    args = parser.parse_args(argv)
+
+    def body() -> str:
+        params = load_params(args.params)
+        stage = parse_section(StageConfig, params, "stage2").validate("stage2")
+        ray_cfg = parse_section(RayConfig, params, "ray")
+        _, stage1_cfg, task, _ = load_job(args.stage1)  # the stage-1 model exactly as it was trained
+        _, shards, num_train = load_task(args.split, task.model)
+        weights = str((Path(args.stage1) / WEIGHTS_FILE).resolve())
+        job = TrainJob("stage2", stage, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers,
+                       stage1=stage1_cfg, stage1_weights=weights)
+        assemble_method("stage2", stage, task, stage1_cfg, weights)  # bad params fail before Ray starts
+        return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
+
+    return run_stage(body)
