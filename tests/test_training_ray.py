@@ -87,3 +87,10 @@ def test_evaluation_covers_each_test_image_once(digits, trained, ray_cfg, tmp_pa
     assert again == pytest.approx(metrics, nan_ok=True)
     assert json.loads((tmp_path / "test.json").read_text())["top1"] == pytest.approx(
         float(np.mean(np.array(table["predicted"]) == np.array(table["label"]))))
+
+
+def test_local_ray_stays_on_loopback(ray_cfg):
+    import ray
+
+    # The DDP rendezvous address is the rank-0 worker's node address.
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}

@@ -1,9 +1,11 @@
 """Starting Ray (local or a cluster) and running a TrainJob in a Ray Train TorchTrainer."""
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
+from pipeline.io import atomic_file
 from pipeline.training.config import RayConfig
 from pipeline.training.loop import TrainJob, train_worker
 
@@ -12,6 +14,13 @@ from pipeline.training.loop import TrainJob, train_worker
 # is on laptops (macOS / Windows); a local run keeps every connection, DDP rendezvous included, on
 # loopback. Set before Ray is imported: its constants are read at import time.
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _quiet():
+    import ray
+
+    # Ray's own INFO lines (one per report and per worker) would drown the per-epoch progress lines.
+    return ray.LoggingConfig(log_level="WARNING")
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -23,22 +32,44 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    # Ray's own INFO lines (one per report) would drown the per-epoch progress lines.
-    quiet = ray.LoggingConfig(log_level="WARNING")
+    # Workers print their per-epoch line once, unpatched (Ray Train would re-log every print).
+    runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     if address:
-        ray.init(address=address, logging_config=quiet)
+        ray.init(address=address, logging_config=_quiet(), runtime_env=runtime_env)
     else:
         cpus = max(os.cpu_count() or 1, int(cfg.num_workers * cfg.cpus_per_worker + 0.999))
-        ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", logging_config=quiet)
+        ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", logging_config=_quiet(),
+                 runtime_env=runtime_env)
 
 
-def run_training(job: TrainJob, cfg: RayConfig, run_name: str):
+def _epoch_log(path: Path):
+    """A Ray Train callback (it runs in the controller) that writes rank 0's metrics to a TSV file
+    after every epoch, so the history can be watched (and plotted by DVC) while training runs."""
+    from ray.train import UserCallback
+
+    class EpochLog(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            row = metrics[0]
+            rows = []
+            if path.exists():  # a resumed run: keep the epochs before this one
+                with open(path) as handle:
+                    rows = [r for r in csv.DictReader(handle, delimiter="\t") if int(r["epoch"]) < row["epoch"]]
+            with atomic_file(path) as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row), delimiter="\t", lineterminator="\n",
+                                        extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows([*rows, row])
+
+    return EpochLog()
+
+
+def run_training(job: TrainJob, cfg: RayConfig, run_name: str, history_path: str | Path):
     """Fit `job` with cfg.num_workers DDP workers; a rerun with the same `run_name` resumes from
-    its last checkpoint under cfg.storage_path. Returns Ray's Result."""
+    its last checkpoint under cfg.storage_path. Each epoch's metrics are appended to
+    `history_path` as they come. Returns Ray's Result."""
+    init_ray(cfg)  # first: it sets the environment Ray reads when imported
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    init_ray(cfg)
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
@@ -50,6 +81,8 @@ def run_training(job: TrainJob, cfg: RayConfig, run_name: str):
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             callbacks=[_epoch_log(Path(history_path).resolve())],
+                             logging_config=_quiet()),
     )
     return trainer.fit()

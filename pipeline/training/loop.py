@@ -175,7 +175,9 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
     trains = method.trains and cfg.epochs > 0
     epochs = cfg.epochs if trains else 1
     steps = steps_per_epoch(job.num_train, cfg.batch_size, world)
-    optimizer = make_optimizer(cfg, method) if trains else torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+    # Nothing to learn (zero-shot, tau-norm, none): a placeholder keeps one checkpoint format.
+    placeholder = [torch.zeros(1, requires_grad=True)]
+    optimizer = make_optimizer(cfg, method) if trains else torch.optim.SGD(placeholder, lr=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(cfg, s, steps))
 
     start_epoch, best, history, best_state = 0, -math.inf, [], None

@@ -69,6 +69,8 @@ STAGE1: Registry[type[Method]] = Registry("stage1 method")
 
 def build_stage1(name: str, params: Mapping[str, Any], task: Task) -> Method:
     """Build a registered stage-1 method; unknown `stage1.params` keys raise ConfigError."""
+    if name not in STAGE1:
+        raise ConfigError(f"stage1.method: unknown method {name!r}; valid: {', '.join(STAGE1.names())}")
     cls = STAGE1.get(name)
     return cls(from_mapping(cls.Params, params, "stage1.params"), task)
 

@@ -22,6 +22,8 @@ STAGE2: Registry[type[Method]] = Registry("stage2 method")
 
 def build_stage2(name: str, params: Mapping[str, Any], stage1: Method, task: Task) -> Method:
     """Wrap a trained stage-1 method; unknown `stage2.params` keys raise ConfigError."""
+    if name not in STAGE2:
+        raise ConfigError(f"stage2.method: unknown method {name!r}; valid: {', '.join(STAGE2.names())}")
     cls = STAGE2.get(name)
     return cls(from_mapping(cls.Params, params, "stage2.params"), stage1, task)
 

@@ -61,7 +61,7 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
     """Train `job` on Ray and write `out_dir` (model.pt = best weights, job.json), the best epoch's
     metrics and the per-epoch history. Returns the one-line summary."""
     started = time.perf_counter()
-    result = run_training(job, ray_cfg, run_name(job))
+    result = run_training(job, ray_cfg, run_name(job), history_path)
     if result.error is not None:
         raise RuntimeError(f"{job.stage} training failed: {result.error}")
     if result.checkpoint is None:

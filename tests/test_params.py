@@ -1,0 +1,68 @@
+"""The shipped params files parse completely, and bad training params are named before any work."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, parse_section
+from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
+from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.loop import assemble_method
+from pipeline.training.methods import Task
+from stages.__main__ import main as ltp
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = {"data": DataConfig, "prepare": PrepareConfig, "split": SplitConfig, "model": ModelConfig,
+            "ray": RayConfig}
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params-cifar100-lt.yaml"])
+def test_shipped_params_files_are_valid(name):
+    params = yaml.safe_load((ROOT / name).read_text())
+    assert set(params) == {*SECTIONS, "stage1", "stage2"}
+    for section, cls in SECTIONS.items():
+        parse_section(cls, params, section)
+    for stage in ("stage1", "stage2"):
+        parse_section(StageConfig, params, stage).validate(stage)
+    model = parse_section(ModelConfig, params, "model")
+    stage1 = parse_section(StageConfig, params, "stage1")
+    counts = (100, 50, 10) if model.channels == 1 else tuple(range(100, 0, -1))
+    task = Task(counts, tuple(f"c{i}" for i in range(len(counts))), 60, 20, model)
+    assemble_method("stage1", stage1, task)  # the method's own params are valid too
+
+
+def task(**model) -> Task:
+    return Task((50, 20, 5), ("a", "b", "c"), 30, 10, ModelConfig(**model))
+
+
+@pytest.mark.parametrize("method,params,key", [
+    ("bcl", {"temperature": 0.1}, "stage1.params.temperature"),
+    ("la", {"tau": "one"}, "stage1.params.tau"),
+    ("ldam_drw", {"drw_start_epoch": 1.5}, "stage1.params.drw_start_epoch"),
+])
+def test_unknown_or_mistyped_method_params_name_the_key(method, params, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        assemble_method("stage1", StageConfig(method=method, params=params), task())
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="stage1.method: unknown method 'focal'; valid: .*bcl, ce"):
+        assemble_method("stage1", StageConfig(method="focal"), task())
+
+
+@pytest.mark.parametrize("section,values,key", [
+    ("stage1", {"method": "ce", "epochs": -1}, "stage1.epochs"),
+    ("stage1", {"method": "ce", "sampler": "oversample"}, "stage1.sampler"),
+    ("stage1", {"method": "ce", "milestones": [180, 160]}, "stage1.milestones"),
+    ("ray", {"num_workers": 0}, "ray.num_workers"),
+    ("model", {"channels": 3, "mean": [0.5]}, "model.mean"),
+])
+def test_bad_training_params_fail_before_ray_starts(tmp_path, capsys, section, values, key):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params[section] = {**params[section], **values}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = ltp(["stage1", "--params", str(tmp_path / "params.yaml"), "--split", str(tmp_path / "none"),
+                "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and key in err.strip().splitlines()[-1], err
+    assert not (tmp_path / "out").exists()
