@@ -1,23 +1,15 @@
 """End to end through real DVC: a temporary git + DVC repository runs this project's dvc.yaml."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tools import run_command
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 @pytest.mark.slow
@@ -31,11 +23,11 @@ def test_dvc_repro_split_on_digits_then_nothing_to_do(tmp_path):
     params["split"].update(imbalance_ratio=10, val_per_class=10, many_threshold=60, few_threshold=20,
                            shard_max_samples=200)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
+    run_command(["git", "init", "-q"], repo)
+    run_command(["dvc", "init", "-q"], repo)
+    run_command(["dvc", "config", "core.analytics", "false"], repo)
 
-    out = run(["dvc", "repro", "split"], repo)
+    out = run_command(["dvc", "repro", "split"], repo)
     assert "split exp rho=10" in out
 
     stats = json.loads((repo / "metrics" / "split_stats.json").read_text())
@@ -50,9 +42,9 @@ def test_dvc_repro_split_on_digits_then_nothing_to_do(tmp_path):
     assert (repo / "data" / "prepared" / "manifest.parquet").is_file()
 
     before = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*") if p.is_file()}
-    again = run(["dvc", "repro", "split"], repo)
+    again = run_command(["dvc", "repro", "split"], repo)
     assert "didn't change" in again and "Running stage" not in again
     assert {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*") if p.is_file()} == before
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    shown = json.loads(run_command(["dvc", "metrics", "show", "--json"], repo))
     (workspace,) = shown.values()
     assert workspace["data"]["metrics/split_stats.json"]["data"]["train_total"] == sum(expected)

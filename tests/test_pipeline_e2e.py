@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,18 +16,10 @@ import yaml
 
 from pipeline.evaluation.metrics import long_tail_metrics
 
+from tools import command_env, run_command
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def env() -> dict:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +36,12 @@ def repo(tmp_path_factory):
     params["stage2"].update(method="crt", epochs=1, batch_size=32)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        run(cmd, repo)
+        run_command(cmd, repo)
     return repo
 
 
 def test_full_dag_predicts_each_test_image_once_with_consistent_metrics(repo):
-    out = run(["dvc", "repro"], repo)
+    out = run_command(["dvc", "repro"], repo)
     for stage in ("fetch", "prepare", "split", "stage1", "stage2", "evaluate"):
         assert f"Running stage '{stage}'" in out
     manifest = pq.read_table(repo / "data" / "prepared" / "manifest.parquet").to_pylist()
@@ -66,7 +57,7 @@ def test_full_dag_predicts_each_test_image_once_with_consistent_metrics(repo):
                                    stats["thresholds"]["many_above"], stats["thresholds"]["few_below"])
     reported = json.loads((repo / "metrics" / "test.json").read_text())
     assert reported == pytest.approx({k: (None if v != v else v) for k, v in recomputed.items()})
-    assert "didn't change" in run(["dvc", "repro"], repo)
+    assert "didn't change" in run_command(["dvc", "repro"], repo)
 
 
 def committed_checkpoint(repo: Path) -> bool:
@@ -81,13 +72,13 @@ def committed_checkpoint(repo: Path) -> bool:
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(repo):
-    run(["dvc", "repro", "split"], repo)  # the data (already there after the full-DAG test)
+    run_command(["dvc", "repro", "split"], repo)  # the data (already there after the full-DAG test)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["stage1"]["epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     command = ["ltp", "stage1", "--out", str(repo / "killed"), "--metrics", str(repo / "k.json"),
                "--history", str(repo / "k.tsv")]
-    process = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=repo, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None and not committed_checkpoint(repo):
@@ -97,7 +88,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo):
     process.communicate()
     assert not (repo / "killed").exists()  # nothing collected from the interrupted run
 
-    resumed = run(command, repo)
+    resumed = run_command(command, repo)
     epochs = [line.split("epoch ")[1].split()[0] for line in resumed.splitlines() if "[stage1] epoch" in line]
     assert "1/3" not in epochs and epochs[-1] == "3/3", resumed[-3000:]
     history = (repo / "k.tsv").read_text().splitlines()

@@ -189,12 +189,35 @@ class DecRegMethod(ClassifierMethod):
                                                  lambda_n=params.lambda_n, radius=params.radius))
 
 
-@STAGE1.register("bcl")
-class BCLMethod(Method):
-    """Balanced contrastive learning: cosine classifier on view 0, BCL on views 1-2 with
-    class prototypes from a second MLP over the classifier weights (official-code design)."""
+class ContrastiveMethod(Method):
+    """Backbone + classifier head on view 0 + a projection MLP embedding views 1 and 2 (BCL, JRCL)."""
 
     view_presets = ("basic", "strong", "strong")
+
+    def __init__(self, task: Task, make_head: Callable[[int], nn.Module], embedding_dim: int) -> None:
+        super().__init__()
+        self.backbone = _backbone(task)
+        self.head = make_head(self.backbone.num_features)
+        self.projector = ProjectionMLP(self.backbone.num_features, embedding_dim)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def encode(self, views: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(features of view 0 (B, D), L2-normalised embeddings of views 1-2 (B, 2, d))."""
+        batch = views[0].shape[0]
+        features = self.backbone(torch.cat(list(views)))  # one pass: BN statistics over all views
+        embeddings = self.projector(features[batch:]).view(2, batch, -1).transpose(0, 1)
+        return features[:batch], embeddings
+
+
+@STAGE1.register("bcl")
+class BCLMethod(ContrastiveMethod):
+    """Balanced contrastive learning: cosine classifier on view 0, BCL on views 1-2 with
+    class prototypes from a second MLP over the classifier weights (official-code design)."""
 
     @dataclass(frozen=True)
     class Params:
@@ -205,35 +228,21 @@ class BCLMethod(Method):
         embedding_dim: int = 128
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__()
-        self.backbone = _backbone(task)
-        dim = self.backbone.num_features
-        self.head = CosineHead(dim, task.num_classes, scale=params.s)
-        self.projector = ProjectionMLP(dim, params.embedding_dim)
-        self.prototype_projector = ProjectionMLP(dim, params.embedding_dim)
+        super().__init__(task, _cosine(task, params.s), params.embedding_dim)
+        self.prototype_projector = ProjectionMLP(self.backbone.num_features, params.embedding_dim)
         self.loss_fn = BCL(class_counts=task.class_counts, alpha=params.alpha, beta=params.beta, tau=params.tau)
 
-    def features(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
-
-    def logits(self, images: Tensor) -> Tensor:
-        return self.head(self.backbone(images))
-
     def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
-        batch = views[0].shape[0]
-        features = self.backbone(torch.cat(list(views)))  # one pass: BN statistics over all views
-        embeddings = self.projector(features[batch:]).view(2, batch, -1).transpose(0, 1)
-        return self.loss_fn(logits=self.head(features[:batch]), labels=labels, view_embeddings=embeddings,
+        features, embeddings = self.encode(views)
+        return self.loss_fn(logits=self.head(features), labels=labels, view_embeddings=embeddings,
                             prototypes=self.prototype_projector(self.head.weight))
 
 
 @STAGE1.register("jrcl")
-class JRCLMethod(Method):
+class JRCLMethod(ContrastiveMethod):
     """JRCL (reconstructed): linear classifier + auxiliary binary head on view 0, one-to-all
     supervised contrastive loss on views 1-2. The binary partition is `normal_classes`
     (class indices) or, when empty, the many-shot group vs the rest."""
-
-    view_presets = ("basic", "strong", "strong")
 
     @dataclass(frozen=True)
     class Params:
@@ -245,12 +254,8 @@ class JRCLMethod(Method):
         embedding_dim: int = 128
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__()
-        self.backbone = _backbone(task)
-        dim = self.backbone.num_features
-        self.head = LinearHead(dim, task.num_classes)
-        self.binary_head = nn.Linear(dim, 2)
-        self.projector = ProjectionMLP(dim, params.embedding_dim)
+        super().__init__(task, _linear(task), params.embedding_dim)
+        self.binary_head = nn.Linear(self.backbone.num_features, 2)
         if params.normal_classes:
             mask = normal_mask_from_classes(task.num_classes, list(params.normal_classes))
         else:
@@ -259,18 +264,10 @@ class JRCLMethod(Method):
                             lambda_con=params.lambda_con, lambda_bdc=params.lambda_bdc,
                             logit_adjust_tau=params.logit_adjust_tau)
 
-    def features(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
-
-    def logits(self, images: Tensor) -> Tensor:
-        return self.head(self.backbone(images))
-
     def forward(self, views: Sequence[Tensor], labels: Tensor, keys: Sequence[str], epoch: int) -> dict:
-        batch = views[0].shape[0]
-        features = self.backbone(torch.cat(list(views)))
-        embeddings = self.projector(features[batch:]).view(2, batch, -1).transpose(0, 1)
-        return self.loss_fn(logits=self.head(features[:batch]), labels=labels, view_embeddings=embeddings,
-                            binary_logits=self.binary_head(features[:batch]))
+        features, embeddings = self.encode(views)
+        return self.loss_fn(logits=self.head(features), labels=labels, view_embeddings=embeddings,
+                            binary_logits=self.binary_head(features))
 
 
 @STAGE1.register("clip")
