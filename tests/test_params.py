@@ -66,3 +66,14 @@ def test_bad_training_params_fail_before_ray_starts(tmp_path, capsys, section, v
     err = capsys.readouterr().err
     assert code == 2 and key in err.strip().splitlines()[-1], err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_before_the_split_says_which_stage_to_run(tmp_path, capsys):
+    code = ltp(["stage1", "--params", str(ROOT / "params.yaml"), "--split", str(tmp_path / "split"),
+                "--out", str(tmp_path / "out")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "split/stats.json not found; run the split stage" in last
+    code = ltp(["stage2", "--params", str(ROOT / "params.yaml"), "--stage1", str(tmp_path / "stage1"),
+                "--out", str(tmp_path / "out")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "stage1/job.json not found" in last and not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import from_mapping
+from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, atomic_file, write_json
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.launch import run_training
@@ -26,6 +27,7 @@ WEIGHTS_FILE = "model.pt"
 def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str, tuple[str, ...]], int]:
     """The Task of a split stage output, its shards per role (absolute paths) and the training size."""
     split_dir = Path(split_dir).resolve()
+    _require_file(split_dir / "stats.json", "the split stage (dvc repro split)")
     stats = json.loads((split_dir / "stats.json").read_text())
     task = Task(class_counts=tuple(stats["class_counts"].values()), class_names=tuple(stats["class_counts"]),
                 many_threshold=stats["thresholds"]["many_above"], few_threshold=stats["thresholds"]["few_below"],
@@ -34,6 +36,11 @@ def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str
     shards = {role: tuple(sorted({str(split_dir / r["shard"]) for r in manifest if r["role"] == role}))
               for role in ("train", "val")}
     return task, shards, stats["train_total"]
+
+
+def _require_file(path: Path, producer: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path} not found; run {producer} first")
 
 
 def run_name(job: TrainJob) -> str:
@@ -50,6 +57,7 @@ def save_job(path: Path, job: TrainJob) -> None:
 
 def load_job(run_dir: str | Path) -> tuple[str, StageConfig, Task, StageConfig | None]:
     """(stage, stage config, task, stage-1 config) recorded by `train_stage` in `run_dir`."""
+    _require_file(Path(run_dir) / JOB_FILE, "the training stage that writes it (dvc repro stage1 / stage2)")
     record = json.loads((Path(run_dir) / JOB_FILE).read_text())
     stage1 = from_mapping(StageConfig, record["stage1"], "stage1") if record["stage1"] else None
     return (record["stage"], from_mapping(StageConfig, record["config"], record["stage"]),
