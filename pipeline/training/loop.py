@@ -170,6 +170,7 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
     cfg, task = job.config, job.task
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     method = assemble_method(job.stage, cfg, task, job.stage1, job.stage1_weights).to(device)
+    torch.manual_seed(cfg.seed + 7919 * rank)  # then each rank draws its own augmentations
     if device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
     trains = method.trains and cfg.epochs > 0
@@ -187,8 +188,11 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
         scheduler.load_state_dict(resume["scheduler"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
         best_state = resume["best_state"]
-        torch.set_rng_state(resume["rng"]["torch"])
-        np.random.set_state(resume["rng"]["numpy"])
+        if rank == 0:  # the checkpoint holds rank 0's generator; the others re-derive theirs
+            torch.set_rng_state(resume["rng"]["torch"])
+            np.random.set_state(resume["rng"]["numpy"])
+        else:
+            torch.manual_seed(cfg.seed + 7919 * rank + start_epoch)
     model = method
     if trains and world > 1:
         import ray.train.torch
