@@ -43,10 +43,21 @@ def _require_file(path: Path, producer: str) -> None:
         raise DataError(f"{path} not found; run {producer} first")
 
 
+def code_digest() -> str:
+    """SHA-256 over the library's source files: a changed loop or loss is a different run."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_name(job: TrainJob) -> str:
-    """Stable per configuration, so a rerun of the same job resumes its Ray run."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(job), sort_keys=True, default=str).encode())
-    return f"{job.stage}-{job.config.method}-{digest.hexdigest()[:12]}"
+    """Stable per configuration and code, so a rerun of the same job (after a kill) resumes its Ray
+    run, while a changed configuration or changed library code starts a fresh one."""
+    record = json.dumps(dataclasses.asdict(job), sort_keys=True, default=str) + code_digest()
+    return f"{job.stage}-{job.config.method}-{hashlib.sha256(record.encode()).hexdigest()[:12]}"
 
 
 def save_job(path: Path, job: TrainJob) -> None:
