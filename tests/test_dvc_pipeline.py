@@ -17,6 +17,8 @@ def test_dvc_repro_split_on_digits_then_nothing_to_do(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
     params["prepare"]["shard_max_samples"] = 500

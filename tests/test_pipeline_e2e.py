@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
     params["prepare"]["shard_max_samples"] = 200
