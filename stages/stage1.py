@@ -7,7 +7,7 @@ from pipeline.config import parse_section
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.loop import TrainJob, assemble_method
 from pipeline.training.run import load_task, train_stage
-from stages.common import load_params, run_stage
+from stages.common import load_params, run_stage, with_tuned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,12 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/stage1")
     parser.add_argument("--metrics", default="metrics/stage1.json")
     parser.add_argument("--history", default="metrics/stage1_history.tsv")
+    parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:
         params = load_params(args.params)
         model = parse_section(ModelConfig, params, "model")
-        stage = parse_section(StageConfig, params, "stage1").validate("stage1")
+        stage = parse_section(StageConfig, with_tuned(params, "stage1", args.tuned), "stage1").validate("stage1")
         ray_cfg = parse_section(RayConfig, params, "ray")
         task, shards, num_train = load_task(args.split, model)
         job = TrainJob("stage1", stage, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)

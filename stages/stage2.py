@@ -8,7 +8,7 @@ from pipeline.config import parse_section
 from pipeline.training.config import RayConfig, StageConfig
 from pipeline.training.loop import TrainJob, assemble_method
 from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
-from stages.common import load_params, run_stage
+from stages.common import load_params, run_stage, with_tuned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,11 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/stage2")
     parser.add_argument("--metrics", default="metrics/stage2.json")
     parser.add_argument("--history", default="metrics/stage2_history.tsv")
+    parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:
         params = load_params(args.params)
-        stage = parse_section(StageConfig, params, "stage2").validate("stage2")
+        stage = parse_section(StageConfig, with_tuned(params, "stage2", args.tuned), "stage2").validate("stage2")
         ray_cfg = parse_section(RayConfig, params, "ray")
         _, stage1_cfg, task, _ = load_job(args.stage1)  # the stage-1 model exactly as it was trained
         _, shards, num_train = load_task(args.split, task.model)

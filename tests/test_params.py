@@ -9,11 +9,12 @@ from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.loop import assemble_method
 from pipeline.training.methods import Task
+from pipeline.tuning.config import TuneConfig
 from stages.__main__ import main as ltp
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"data": DataConfig, "prepare": PrepareConfig, "split": SplitConfig, "model": ModelConfig,
-            "ray": RayConfig}
+            "ray": RayConfig, "tune": TuneConfig}
 
 
 @pytest.mark.parametrize("name", ["params.yaml", "params-cifar100-lt.yaml"])

@@ -15,7 +15,7 @@ import torch
 from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
 from pipeline.io import atomic_dir, write_json
 from pipeline.training.config import RayConfig
-from pipeline.training.launch import _quiet, init_ray
+from pipeline.training.launch import _quiet, init_ray, storage_uri
 from pipeline.training.loop import assemble_method, gathered_predictions
 from pipeline.training.run import WEIGHTS_FILE, load_job
 
@@ -50,12 +50,11 @@ def predict_on_ray(job: EvalJob, cfg: RayConfig) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {})}
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
     trainer = TorchTrainer(evaluate_worker, train_loop_config={"job": job},
                            scaling_config=ScalingConfig(num_workers=cfg.num_workers,
                                                         use_gpu=cfg.gpus_per_worker > 0,
                                                         resources_per_worker=resources),
-                           run_config=RunConfig(name=f"evaluate-{int(time.time())}", storage_path=storage,
+                           run_config=RunConfig(name=f"evaluate-{int(time.time())}", storage_path=storage_uri(cfg.storage_path),
                                                 logging_config=_quiet()))
     result = trainer.fit()
     if result.error is not None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
+import socket
 from pathlib import Path
 
 from pipeline.io import atomic_file
@@ -23,8 +25,10 @@ def _quiet():
     return ray.LoggingConfig(log_level="WARNING")
 
 
-def init_ray(cfg: RayConfig) -> None:
-    """Join `ray.address` or $RAY_ADDRESS when given; otherwise start a local Ray on 127.0.0.1."""
+def init_ray(cfg: RayConfig, *, min_cpus: float = 0, log_to_driver: bool = True) -> None:
+    """Join `ray.address` or $RAY_ADDRESS when given; otherwise start a local Ray on 127.0.0.1 with at
+    least `min_cpus` logical CPUs (default: enough for one run of cfg). `log_to_driver=False` keeps the
+    workers' output out of this process's (a sweep prints its own progress)."""
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if not address:
         os.environ.update(LOOPBACK_ONLY)
@@ -35,17 +39,32 @@ def init_ray(cfg: RayConfig) -> None:
     # Workers print their per-epoch line once, unpatched (Ray Train would re-log every print).
     runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     if address:
-        ray.init(address=address, logging_config=_quiet(), runtime_env=runtime_env)
+        ray.init(address=address, logging_config=_quiet(), runtime_env=runtime_env, log_to_driver=log_to_driver)
     else:
-        cpus = max(os.cpu_count() or 1, int(cfg.num_workers * cfg.cpus_per_worker + 0.999))
-        ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", logging_config=_quiet(),
-                 runtime_env=runtime_env)
+        cpus = max(os.cpu_count() or 1, math.ceil(max(min_cpus, cfg.num_workers * cfg.cpus_per_worker)))
+        # Ray Train's placement-group cleaner looks its cluster up through the state API, which gives up
+        # when several Ray instances run on the host (two pipelines, a test beside a run) and then never
+        # frees finished runs' resources. Naming this instance's dashboard removes the ambiguity.
+        port = _free_port()
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        os.environ.update(api)
+        runtime_env["env_vars"].update(api)
+        ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
+                 dashboard_port=port, logging_config=_quiet(), runtime_env=runtime_env, log_to_driver=log_to_driver)
 
 
-def _epoch_log(path: Path):
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def epoch_log(path: str | Path):
     """A Ray Train callback (it runs in the controller) that writes rank 0's metrics to a TSV file
     after every epoch, so the history can be watched (and plotted by DVC) while training runs."""
     from ray.train import UserCallback
+
+    path = Path(path).resolve()
 
     class EpochLog(UserCallback):
         def after_report(self, run_context, metrics, checkpoint) -> None:
@@ -63,26 +82,30 @@ def _epoch_log(path: Path):
     return EpochLog()
 
 
-def run_training(job: TrainJob, cfg: RayConfig, run_name: str, history_path: str | Path):
+def storage_uri(path: str) -> str:
+    """Ray's storage_path: a URL as given, a local path made absolute (workers run elsewhere)."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def run_training(job: TrainJob, cfg: RayConfig, run_name: str, callbacks: list):
     """Fit `job` with cfg.num_workers DDP workers; a rerun with the same `run_name` resumes from
-    its last checkpoint under cfg.storage_path. Each epoch's metrics are appended to
-    `history_path` as they come. Returns Ray's Result."""
+    its last checkpoint under cfg.storage_path. `callbacks` are Ray Train UserCallbacks (e.g.
+    `epoch_log`). Returns Ray's Result."""
     init_ray(cfg)  # first: it sets the environment Ray reads when imported
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"job": job},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=run_name, storage_path=storage,
+        run_config=RunConfig(name=run_name, storage_path=storage_uri(cfg.storage_path),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
-                             callbacks=[_epoch_log(Path(history_path).resolve())],
+                             callbacks=callbacks,
                              logging_config=_quiet()),
     )
     return trainer.fit()

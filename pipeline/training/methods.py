@@ -8,6 +8,7 @@ METHODS.md gives them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -285,6 +286,7 @@ class CLIPFineTune(Method):
         embed_dim: int = 256
         templates: tuple[str, ...] = ("a photo of a {class}.",)
         loss: str = "class_text"  # class_text | infonce
+        temperature: float | None = None  # initial 1 / logit_scale (the swept "temperature"); None: the model's
 
     def __init__(self, params: Params, task: Task) -> None:
         super().__init__()
@@ -297,6 +299,11 @@ class CLIPFineTune(Method):
             spec_fields["embed_dim"] = params.embed_dim
         bundle = build_clip(ClipSpec(**spec_fields))
         self.clip = bundle.model
+        if params.temperature is not None:
+            if not params.temperature > 0:
+                raise ConfigError(f"stage1.params.temperature: must be > 0, got {params.temperature}")
+            with torch.no_grad():
+                self.clip.logit_scale.fill_(-math.log(params.temperature))
         prompts = [t.replace("{class}", name) for name in task.class_names for t in params.templates]
         self.register_buffer("prompt_tokens", bundle.tokenizer(prompts), persistent=False)
         self.num_templates = len(params.templates)

@@ -16,7 +16,7 @@ from pipeline.config import from_mapping
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, atomic_file, write_json
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
-from pipeline.training.launch import run_training
+from pipeline.training.launch import epoch_log, run_training
 from pipeline.training.loop import BEST_FILE, STATE_FILE, TrainJob
 from pipeline.training.methods import Task
 
@@ -80,7 +80,7 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
     """Train `job` on Ray and write `out_dir` (model.pt = best weights, job.json), the best epoch's
     metrics and the per-epoch history. Returns the one-line summary."""
     started = time.perf_counter()
-    result = run_training(job, ray_cfg, run_name(job), history_path)
+    result = run_training(job, ray_cfg, run_name(job), [epoch_log(history_path)])
     if result.error is not None:
         raise RuntimeError(f"{job.stage} training failed: {result.error}")
     if result.checkpoint is None:

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: Ray Tune + Optuna over the METHODS.md sweep parameters."""

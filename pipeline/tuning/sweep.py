@@ -1,0 +1,184 @@
+"""Running a sweep on Ray Tune: OptunaSearch (seeded TPE) proposes, ASHA stops poor trials early.
+
+Ray Train V2 runs under Tune through a driver function per trial (ECOSYSTEM.md):
+each trial fits one TorchTrainer per swept stage, named after the trial, and a
+TuneReportCallback forwards every epoch's validation metrics to Tune. The
+experiment is named after a hash of the sweep and the library source; rerunning
+the stage restores it (`Tuner.restore`), so finished trials are never repeated
+and an interrupted trial resumes from its last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.training.config import RayConfig
+from pipeline.training.launch import init_ray, run_training, storage_uri
+from pipeline.training.loop import BEST_FILE, TrainJob
+from pipeline.training.run import code_digest
+from pipeline.tuning.config import TuneConfig
+from pipeline.tuning.space import Dimension, apply_values
+
+
+# A trial's driver function only waits on its TorchTrainer, whose workers hold the trial's CPUs and
+# GPUs; Tune cannot place an empty resource request, so the driver asks for a sliver of a CPU.
+DRIVER_CPUS = 0.01
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """Everything a trial needs; plain data with absolute paths (trials run in Ray actors)."""
+
+    jobs: dict[str, TrainJob]  # swept stage -> its base job (stage2 without stage-1 weights when both)
+    dims: tuple[Dimension, ...]
+    tune: TuneConfig
+    trial_ray: RayConfig  # the Ray Train scaling of one trial
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished (or stopped, or failed) trial as Tune left it."""
+
+    trial_id: str
+    values: dict[str, Any]  # the sampled value of each dimension
+    history: list[dict]  # every epoch's report, in order (stage 1's then stage 2's when both)
+    error: str | None
+
+
+def experiment_name(sweep: SweepJob) -> str:
+    """Stable per sweep configuration and code: a rerun restores, a changed sweep starts afresh."""
+    record = json.dumps(dataclasses.asdict(sweep), sort_keys=True, default=str) + code_digest()
+    return f"tune-{hashlib.sha256(record.encode()).hexdigest()[:12]}"
+
+
+def total_epochs(sweep: SweepJob) -> int:
+    """ASHA's max_t: a trial's epochs over all its stages (one report per epoch)."""
+    return sum(job.config.epochs for job in sweep.jobs.values())
+
+
+def run_trial(values: dict, sweep: SweepJob) -> None:
+    """Tune's driver function for one trial: train each swept stage with the trial's values."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    stage1_weights, stage1_config = None, None
+    for stage, base in sweep.jobs.items():
+        job = dataclasses.replace(base, config=apply_values(stage, base.config, list(sweep.dims), values))
+        if stage == "stage2" and stage1_config is not None:  # both stages: on this trial's stage-1 model
+            job = dataclasses.replace(job, stage1=stage1_config, stage1_weights=stage1_weights)
+        result = run_training(job, sweep.trial_ray, f"{trial_id}-{stage}", [TuneReportCallback()])
+        if result.error is not None:
+            raise RuntimeError(f"{stage} of trial {trial_id} failed: {result.error}")
+        if stage == "stage1":
+            stage1_config, stage1_weights = job.config, str(Path(result.checkpoint.path) / BEST_FILE)
+
+
+def _search_space(dims: tuple[Dimension, ...]) -> dict:
+    from ray import tune
+
+    space = {}
+    for dim in dims:
+        if dim.scale == "int":
+            space[dim.name] = tune.randint(int(dim.low), int(dim.high) + 1)  # upper bound exclusive
+        elif dim.scale == "log":
+            space[dim.name] = tune.loguniform(dim.low, dim.high)
+        else:
+            space[dim.name] = tune.uniform(dim.low, dim.high)
+    return space
+
+
+def _progress(metric: str, num_trials: int, max_epochs: int):
+    """A Tune callback printing one compact line whenever a trial ends or the best value improves."""
+    from ray.tune import Callback
+
+    class SweepProgress(Callback):
+        def __init__(self) -> None:
+            self.done, self.early, self.failed, self.best, self.best_trial = 0, 0, 0, None, None
+            self.started = time.perf_counter()
+
+        def _line(self, trials) -> None:
+            running = sum(t.status == "RUNNING" for t in trials)
+            best = f"{self.best:.4f} (trial {self.best_trial})" if self.best is not None else "-"
+            print(f"tune: {self.done}/{num_trials} done ({self.early} stopped early, {self.failed} failed), "
+                  f"{running} running, best {metric} {best}, {time.perf_counter() - self.started:.0f} s",
+                  flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            value = result.get(metric)
+            if value is not None and (self.best is None or value > self.best):
+                self.best, self.best_trial = value, trial.trial_id
+                self._line(trials)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            self.early += (trial.last_result or {}).get("training_iteration", 0) < max_epochs
+            self._line([t for t in trials if t is not trial])
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            self.failed += 1
+            self._line([t for t in trials if t is not trial])
+
+    return SweepProgress()
+
+
+def run_sweep(sweep: SweepJob, ray_cfg: RayConfig, storage_path: str,
+              first_point: dict[str, Any] | None) -> list[TrialRecord]:
+    """Run (or restore and finish) the sweep; `first_point` (the params.yaml values) is evaluated
+    first so the best trial is compared with the defaults under the same budget. Returns the trials
+    in the order they were created."""
+    cfg = sweep.tune
+    # Tune's own tables and banners would bury the one progress line (verbose=0 keeps the new
+    # console reporter's banners; the legacy one prints nothing).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    trial_cpus = cfg.workers_per_trial * cfg.cpus_per_worker + DRIVER_CPUS
+    init_ray(ray_cfg, min_cpus=cfg.concurrency * trial_cpus, log_to_driver=False)
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = storage_uri(storage_path)
+    name = experiment_name(sweep)
+    max_epochs = total_epochs(sweep)
+    # Each trial's Ray Train runs (their epoch checkpoints) sit beside the experiment, not among others.
+    sweep = dataclasses.replace(sweep, trial_ray=dataclasses.replace(sweep.trial_ray,
+                                                                     storage_path=f"{storage}/{name}-train"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trainable = tune.with_parameters(run_trial, sweep=sweep)
+    trainable = tune.with_resources(trainable, {"CPU": DRIVER_CPUS})
+    run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                callbacks=[_progress(cfg.metric, cfg.trials, max_epochs)])
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path):
+        print(f"tune: resuming {name} from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed), metric=cfg.metric, mode="max",
+                                points_to_evaluate=[first_point] if first_point else None)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=cfg.grace_epochs,
+                                  reduction_factor=cfg.reduction_factor)
+        tuner = tune.Tuner(trainable, param_space=_search_space(sweep.dims), run_config=run_config,
+                           tune_config=tune.TuneConfig(metric=cfg.metric, mode="max", search_alg=searcher,
+                                                       scheduler=scheduler, num_samples=cfg.trials,
+                                                       max_concurrent_trials=cfg.concurrency,
+                                                       time_budget_s=cfg.time_budget_s))
+    grid = tuner.fit()
+    records = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        history = frame.to_dict("records") if frame is not None else []
+        # A trial directory is <trainable>_<trial id>_<creation index>_<values>_<date>.
+        trial_id, index = re.search(r"_([0-9a-f]+)_(\d+)_", Path(result.path).name).groups()
+        values = {dim.name: result.config[dim.name] for dim in sweep.dims}
+        records.append((int(index), TrialRecord(trial_id, values, history,
+                                                None if result.error is None else str(result.error))))
+    return [record for _, record in sorted(records, key=lambda pair: pair[0])]
