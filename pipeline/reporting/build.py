@@ -137,7 +137,7 @@ def report_blocks(records: list[RunRecord], skipped: list[str], sweep: Sweep | N
                         if any(r.source == s for r in records))
     blocks: list[Block] = [Heading(TITLE, 1), Paragraph(
         f"{len(records)} evaluated runs ({sources}) in {len(rows)} configurations. Best by balanced accuracy: "
-        f"{best.name}. Keep the current run with `ltp keep NAME`; DVC experiments are read from their git refs.")]
+        f"{best.name}. Runs come from the workspace, DVC experiments (their git refs) and the kept-runs folder (ltp keep NAME).")]
     blocks += [Paragraph(f"Skipped: {note}") for note in skipped]
     blocks += [Heading("Leaderboard"), leaderboard_table(rows, best.split), Heading("Runs"), runs_table(records)]
     blocks += [Heading("Per-class accuracy against training count"),

@@ -60,7 +60,7 @@ def group_bars(rows: list[LeaderboardRow]) -> bytes:
         cells = [row.cells[f"{group}_accuracy"] for row in rows]
         means = [100 * c.mean if not math.isnan(c.mean) else 0.0 for c in cells]
         errors = [100 * c.std if not math.isnan(c.std) else 0.0 for c in cells]
-        axis.bar(x + (i - 1) * width, means, width, yerr=errors, capsize=3, label=group,
+        axis.bar(x + (i - 1) * width, means, width, yerr=errors if any(errors) else None, capsize=3, label=group,
                  color=GROUP_COLOURS[group])
     axis.set_xticks(x, [method_name(row) for row in rows], rotation=20, ha="right", fontsize=7)
     axis.set(ylabel="test accuracy (%)", ylim=(0, 105), title="Many / medium / few accuracy per method")
