@@ -6,6 +6,7 @@ import yaml
 
 from pipeline.config import ConfigError, parse_section
 from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
+from pipeline.reporting.build import ReportConfig
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.loop import assemble_method
 from pipeline.training.methods import Task
@@ -13,7 +14,7 @@ from stages.__main__ import main as ltp
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"data": DataConfig, "prepare": PrepareConfig, "split": SplitConfig, "model": ModelConfig,
-            "ray": RayConfig}
+            "ray": RayConfig, "report": ReportConfig}
 
 
 @pytest.mark.parametrize("name", ["params.yaml", "params-cifar100-lt.yaml"])

@@ -170,3 +170,16 @@ def test_the_browser_check_sees_a_page_that_reaches_out(tmp_path):
     result = render_page(page, tmp_path / "shot.png")
     assert "http://example.com/a.png" in result["requests"] and len(result["failed"]) == 1
     assert result["page"]["images"][0]["width"] == 0  # a broken image
+
+
+def test_bad_report_params_are_named(tmp_path, capsys):
+    from stages.__main__ import main as ltp
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"report": {"confusion_max_classes": 1}}))
+    assert ltp(["report", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path),
+                "--out", str(tmp_path / "reports")]) == 2
+    assert "report.confusion_max_classes: must be >= 2" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"report": {}}))
+    assert ltp(["report", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path),
+                "--out", str(tmp_path / "reports")]) == 2
+    assert "no evaluated run found" in capsys.readouterr().err and not (tmp_path / "reports").exists()
