@@ -22,6 +22,7 @@ repro: $(STAMP) data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
+	@bash scripts/install-chromium.sh
 	$(BIN)/python -m pytest
 
 clean-venv:

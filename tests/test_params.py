@@ -6,15 +6,17 @@ import yaml
 
 from pipeline.config import ConfigError, parse_section
 from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
+from pipeline.reporting.build import ReportConfig
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.loop import assemble_method
 from pipeline.training.methods import Task
 from pipeline.tuning.config import TuneConfig
+from pipeline.tuning.space import resolve_space
 from stages.__main__ import main as ltp
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"data": DataConfig, "prepare": PrepareConfig, "split": SplitConfig, "model": ModelConfig,
-            "ray": RayConfig, "tune": TuneConfig}
+            "ray": RayConfig, "tune": TuneConfig, "report": ReportConfig}
 
 
 @pytest.mark.parametrize("name", ["params.yaml", "params-cifar100-lt.yaml"])
@@ -30,6 +32,9 @@ def test_shipped_params_files_are_valid(name):
     counts = (100, 50, 10) if model.channels == 1 else tuple(range(100, 0, -1))
     task = Task(counts, tuple(f"c{i}" for i in range(len(counts))), 60, 20, model)
     assemble_method("stage1", stage1, task)  # the method's own params are valid too
+    sweep = parse_section(TuneConfig, params, "tune")
+    stages = {s: parse_section(StageConfig, params, s).method for s in sweep.stages}
+    assert resolve_space(sweep.space, stages)  # the shipped search space fits the shipped methods
 
 
 def task(**model) -> Task:

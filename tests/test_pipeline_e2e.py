@@ -28,6 +28,7 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
+    shutil.copytree(ROOT / "kept_runs", repo / "kept_runs")  # the report's folder of kept runs
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
     params["prepare"]["shard_max_samples"] = 200
@@ -37,14 +38,16 @@ def repo(tmp_path_factory):
     params["stage1"].update(method="ce", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)
     params["stage2"].update(method="crt", epochs=1, batch_size=32)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
+                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"]):
         run_command(cmd, repo)
     return repo
 
 
 def test_full_dag_predicts_each_test_image_once_with_consistent_metrics(repo):
     out = run_command(["dvc", "repro"], repo)
-    for stage in ("fetch", "prepare", "split", "stage1", "stage2", "evaluate"):
+    for stage in ("fetch", "prepare", "split", "stage1", "stage2", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out
     manifest = pq.read_table(repo / "data" / "prepared" / "manifest.parquet").to_pylist()
     test = {r["key"]: r["label"] for r in manifest if r["split"] == "test"}
@@ -60,6 +63,59 @@ def test_full_dag_predicts_each_test_image_once_with_consistent_metrics(repo):
     reported = json.loads((repo / "metrics" / "test.json").read_text())
     assert reported == pytest.approx({k: (None if v != v else v) for k, v in recomputed.items()})
     assert "didn't change" in run_command(["dvc", "repro"], repo)
+
+
+def markdown_table(markdown: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the table under `## heading` as {column: cell} (bold markers removed)."""
+    lines = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+    table = [line.strip("|").split(" | ") for line in lines if line.startswith("|") and not line.startswith("|---")]
+    header = [cell.strip() for cell in table[0]]
+    return [dict(zip(header, (cell.strip().strip("*") for cell in row))) for row in table[1:]]
+
+
+def shown(values: list[float]) -> str:
+    """How the report prints a metric over seeds: percent, two decimals, '± sample std' for several."""
+    text = f"{100 * np.mean(values):.2f}"
+    return text if len(values) == 1 else f"{text} ± {100 * np.std(values, ddof=1):.2f}"
+
+
+COLUMNS = {"top-1": "top1", "balanced": "balanced_accuracy", "many": "many_accuracy", "medium": "medium_accuracy",
+           "few": "few_accuracy", "macro-F1": "macro_f1", "ECE": "ece"}
+
+
+def test_report_gathers_kept_runs_and_experiments_with_values_from_their_metrics(repo):
+    run_command(["ltp", "keep", "seed0"], repo)
+    seed0 = json.loads((repo / "metrics" / "test.json").read_text())
+    assert json.loads((repo / "kept_runs/seed0/metrics/test.json").read_text()) == seed0
+    run_command(["git", "add", "-A"], repo)
+    run_command(["git", "commit", "-qm", "seed 0 run, kept"], repo)
+    out = run_command(["dvc", "exp", "run", "-n", "seed1", "-S", "stage1.seed=1", "-S", "stage2.seed=1"], repo)
+    assert "Running stage 'report'" in out
+    (ref,) = [r for r in run_command(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).split()
+              if r.endswith("/seed1")]
+    seed1 = json.loads(run_command(["git", "show", f"{ref}:metrics/test.json"], repo))
+    assert seed1 != seed0
+
+    summary = run_command(["ltp", "report", "--out", "reports-all"], repo)
+    assert summary.startswith("report: 2 runs in 1 configurations"), summary
+    markdown = (repo / "reports-all" / "report.md").read_text()
+    runs = {row["run"]: row for row in markdown_table(markdown, "Runs")}
+    assert {name: row["source"] for name, row in runs.items()} == {"seed0": "kept", "seed1": "experiment"}
+    (board,) = markdown_table(markdown, "Leaderboard")
+    assert (board["stage 1"], board["stage 2"], board["seeds"]) == ("ce", "crt", "0, 1")
+    for column, key in COLUMNS.items():
+        assert runs["seed0"][column] == shown([seed0[key]]) and runs["seed1"][column] == shown([seed1[key]])
+        assert board[column] == shown([seed0[key], seed1[key]]), column
+    html = (repo / "reports-all" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 5 and "http" not in html
+
+    assert "metrics/test.json" in run_command(["dvc", "metrics", "show"], repo)
+    diff = run_command(["dvc", "metrics", "diff", "HEAD"], repo)
+    changed = {line.split()[1] for line in diff.splitlines() if line.startswith("metrics/test.json")}
+    assert changed == {k for k in COLUMNS.values() if round(seed0[k], 5) != round(seed1[k], 5)} and changed
+    plots = run_command(["dvc", "plots", "show", "-o", "plots-out", "--json"], repo)
+    for name in ("metrics/reliability.csv", "metrics/test_confusion.csv", "runs/evaluation/per_class.csv"):
+        assert name in plots
 
 
 def committed_checkpoint(repo: Path, earlier: set[Path]) -> bool:

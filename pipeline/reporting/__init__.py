@@ -1,0 +1,1 @@
+"""The head / medium / tail report: gather evaluated runs, tabulate, plot, render Markdown and HTML."""

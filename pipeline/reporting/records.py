@@ -1,0 +1,183 @@
+"""One evaluated run, read from the pipeline's own files, wherever they live.
+
+A run is the set of files the pipeline leaves behind (paths relative to a repository root):
+params.yaml, metrics/test.json, metrics/split_stats.json, runs/stage2/job.json and
+runs/evaluation/{per_class.csv, confusion.csv, predictions.parquet}. The workspace, a DVC
+experiment (read at its git ref) and a kept run (a folder with the same layout, written by
+``keep_run``) are all read through one ``Reader``, so every source gives the same record.
+A kept run stores its reliability bins (``runs/evaluation/reliability.json``) instead of
+the predictions, which can be large.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline.data.errors import DataError
+from pipeline.evaluation.metrics import ReliabilityBins, reliability_bins
+from pipeline.io import atomic_dir
+
+Reader = Callable[[str], "bytes | None"]  # relative path -> its bytes, None when the run lacks it
+
+PARAMS = "params.yaml"
+TEST_METRICS = "metrics/test.json"
+SPLIT_STATS = "metrics/split_stats.json"
+JOB = "runs/stage2/job.json"
+PER_CLASS = "runs/evaluation/per_class.csv"
+CONFUSION = "runs/evaluation/confusion.csv"
+PREDICTIONS = "runs/evaluation/predictions.parquet"
+RELIABILITY = "runs/evaluation/reliability.json"
+REQUIRED = (TEST_METRICS, SPLIT_STATS, JOB, PER_CLASS, CONFUSION)
+KEPT_FILES = (PARAMS, *REQUIRED)
+
+
+class RunError(DataError):
+    """A run's files are missing or unreadable (the message names the run and the file)."""
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """What distinguishes runs in the report; ``group_key`` leaves the seed out (seeds are averaged)."""
+
+    dataset: str
+    profile: str
+    rho: float
+    stage1: str
+    stage2: str
+    seed: str
+    backbone: str
+    epochs: str  # "stage1+stage2"
+    params: str  # the methods' non-default knobs, "k=v" joined
+
+    @property
+    def group_key(self) -> tuple:
+        return (self.dataset, self.profile, self.rho, self.stage1, self.stage2, self.backbone,
+                self.epochs, self.params)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """An evaluated run: its label, test metrics, per-class rows, confusion matrix and reliability bins."""
+
+    name: str
+    source: str  # workspace | experiment | kept
+    label: RunLabel
+    metrics: dict[str, float | None]
+    per_class: tuple[dict, ...]
+    confusion: np.ndarray = field(repr=False)
+    reliability: ReliabilityBins | None = field(repr=False)
+    split: dict = field(repr=False)
+    digest: str = ""  # of the evaluation's files: the same run found in two places is one run
+
+
+def _knobs(prefix: str, params: dict) -> list[str]:
+    return [f"{prefix}.{k}={v}" for k, v in sorted(params.items())]
+
+
+def run_label(params: dict, job: dict, split: dict) -> RunLabel:
+    """The label from the run's params (dataset), its stage-2 job record (methods, seeds) and split stats."""
+    stage1, stage2 = job["stage1"], job["config"]
+    seeds = {stage1["seed"], stage2["seed"]}
+    return RunLabel(
+        dataset=str((params.get("data") or {}).get("dataset", "unknown")),
+        profile=str(split.get("profile", "")), rho=float(split.get("imbalance_ratio", float("nan"))),
+        stage1=stage1["method"], stage2=stage2["method"],
+        seed=str(stage1["seed"]) if len(seeds) == 1 else f"{stage1['seed']}/{stage2['seed']}",
+        backbone=job["task"]["model"]["backbone"],
+        epochs=f"{stage1['epochs']}+{stage2['epochs']}",
+        params=", ".join(_knobs("s1", stage1.get("params") or {}) + _knobs("s2", stage2.get("params") or {})),
+    )
+
+
+def _bins_from_predictions(data: bytes) -> ReliabilityBins:
+    table = pq.read_table(io.BytesIO(data), columns=["label", "logits"]).to_pydict()
+    logits = np.asarray(table["logits"], dtype=np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    correct = probabilities.argmax(axis=1) == np.asarray(table["label"])
+    return reliability_bins(probabilities.max(axis=1), correct)
+
+
+def _bins_to_json(bins: ReliabilityBins) -> dict:
+    return {"edges": bins.edges.tolist(), "count": bins.count.tolist(),
+            "confidence": [None if np.isnan(v) else float(v) for v in bins.confidence],
+            "accuracy": [None if np.isnan(v) else float(v) for v in bins.accuracy]}
+
+
+def _bins_from_json(data: bytes) -> ReliabilityBins:
+    raw = json.loads(data)
+    as_float = lambda key: np.array([np.nan if v is None else v for v in raw[key]], dtype=np.float64)  # noqa: E731
+    return ReliabilityBins(edges=np.asarray(raw["edges"], dtype=np.float64), confidence=as_float("confidence"),
+                           accuracy=as_float("accuracy"), count=np.asarray(raw["count"], dtype=np.int64))
+
+
+def _per_class_rows(data: bytes) -> tuple[dict, ...]:
+    rows = []
+    for row in csv.DictReader(io.StringIO(data.decode())):
+        rows.append({"name": row["name"], "train_count": int(row["train_count"]), "group": row["group"],
+                     "support": int(row["support"]), "accuracy": float(row["accuracy"]),
+                     "f1": float(row["f1"])})
+    return tuple(rows)
+
+
+def load_run(read: Reader, name: str, source: str) -> RunRecord:
+    """Read one run through `read`; RunError names the run and the first missing file."""
+    files = {}
+    for path in REQUIRED:
+        data = read(path)
+        if data is None:
+            raise RunError(f"run {name!r} ({source}): {path} is missing")
+        files[path] = data
+    params = yaml.safe_load(read(PARAMS) or b"{}") or {}
+    split, job = json.loads(files[SPLIT_STATS]), json.loads(files[JOB])
+    predictions = read(PREDICTIONS)
+    if predictions is not None:
+        reliability = _bins_from_predictions(predictions)
+    else:
+        stored = read(RELIABILITY)
+        reliability = _bins_from_json(stored) if stored is not None else None
+    digest = hashlib.sha256(b"\0".join(files[p] for p in (TEST_METRICS, JOB, PER_CLASS))).hexdigest()
+    return RunRecord(name=name, source=source, label=run_label(params, job, split),
+                     metrics=json.loads(files[TEST_METRICS]), per_class=_per_class_rows(files[PER_CLASS]),
+                     confusion=np.loadtxt(io.StringIO(files[CONFUSION].decode()), delimiter=",",
+                                          dtype=np.int64, ndmin=2),
+                     reliability=reliability, split=split, digest=digest)
+
+
+def directory_reader(root: str | Path) -> Reader:
+    """Files under `root` (the workspace or a kept run's folder)."""
+    root = Path(root)
+
+    def read(path: str) -> bytes | None:
+        target = root / path
+        return target.read_bytes() if target.is_file() else None
+
+    return read
+
+
+def keep_run(root: str | Path, kept_dir: str | Path, name: str) -> Path:
+    """Copy the workspace's evaluated run (its small files + reliability bins) to kept_dir/name."""
+    if not name or "/" in name or name.startswith("."):
+        raise RunError(f"kept run name {name!r}: use a plain folder name")
+    root = Path(root)
+    record = load_run(directory_reader(root), name, "workspace")  # checks the run is complete
+    target = root / kept_dir / name  # an absolute kept_dir stays as it is
+    with atomic_dir(target) as tmp:
+        for path in KEPT_FILES:
+            if (root / path).is_file():
+                (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / path, tmp / path)
+        if record.reliability is not None:
+            (tmp / RELIABILITY).write_text(json.dumps(_bins_to_json(record.reliability), indent=1) + "\n")
+    return target
