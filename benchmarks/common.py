@@ -73,7 +73,13 @@ def _cell(value: Any) -> str:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB)."""
+    """This process's peak resident set size so far. Linux's VmHWM is per address space (reset at exec);
+    getrusage's ru_maxrss is not: a child inherits its parent's peak at fork."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
