@@ -2,7 +2,9 @@
 
 A method names one preset per view it needs (e.g. BCL: basic for the classifier
 view, strong for the two contrastive views). Normalisation to float happens
-once, after augmentation, in `normalize`.
+once, after augmentation, in `normalize`. Each preset has a batched twin
+(`BATCHED_AUGMENTATIONS`, pipeline.augment.batched) that runs on the batch's
+device: the GPU fast path (`stage1.batched_augment`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torchvision.transforms import v2
 
+from pipeline.augment.batched import BatchedRandAugment, random_crop_flip
 from pipeline.registry import Registry
 
 Preset = Callable[[int], Callable[[torch.Tensor], torch.Tensor]]  # image_size -> per-image transform
@@ -35,8 +38,34 @@ def strong(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
                        v2.RandAugment(num_ops=2, magnitude=9)])
 
 
-def augment_views(images: torch.Tensor, presets: Sequence[str], image_size: int) -> list[torch.Tensor]:
-    """One augmented uint8 batch per preset; every image gets its own random draw."""
+BatchedPreset = Callable[[int], Callable[[torch.Tensor], torch.Tensor]]  # image_size -> batch transform
+BATCHED_AUGMENTATIONS: Registry[BatchedPreset] = Registry("batched augmentation")
+
+
+@BATCHED_AUGMENTATIONS.register("none")
+def no_augmentation_batched(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda images: images
+
+
+@BATCHED_AUGMENTATIONS.register("basic")
+def basic_batched(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`basic` as batched tensor ops (same padding, crop and flip)."""
+    return lambda images: random_crop_flip(images, max(image_size // 8, 1))
+
+
+@BATCHED_AUGMENTATIONS.register("strong")
+def strong_batched(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`strong` as batched tensor ops: RandAugment(2, 9) is every op applied at the fixed magnitude 9."""
+    randaugment = BatchedRandAugment(num_ops=2, magnitude_max=9.0, magnitude_min=9.0)
+    return lambda images: randaugment(random_crop_flip(images, max(image_size // 8, 1)))
+
+
+def augment_views(images: torch.Tensor, presets: Sequence[str], image_size: int,
+                  batched: bool = False) -> list[torch.Tensor]:
+    """One augmented uint8 batch per preset; every image gets its own random draw. `batched`: one
+    tensor op per batch on the batch's device, else per-image torchvision transforms."""
+    if batched:
+        return [BATCHED_AUGMENTATIONS.get(name)(image_size)(images) for name in presets]
     views = []
     for name in presets:
         transform = AUGMENTATIONS.get(name)(image_size)

@@ -44,6 +44,11 @@ class StageConfig:
     gamma: float = 0.1
     sampler: str | None = None  # None: the method's default (instance- or class-balanced)
     seed: int = 0
+    # The GPU fast path. batched_augment: augmentation as batched tensor ops on the training device
+    # (pipeline.augment.batched) instead of per-image torchvision on the CPU; same distributions,
+    # different random draws, so it is off by default and the CPU default run keeps its numbers.
+    batched_augment: bool = False
+    compile: bool = False  # torch.compile the method's training forward (pays a compile on first use)
 
     def validate(self, section: str) -> "StageConfig":
         require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")

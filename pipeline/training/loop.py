@@ -173,6 +173,8 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
     torch.manual_seed(cfg.seed + 7919 * rank)  # then each rank draws its own augmentations
     if device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        method.compile()  # in place: state_dict keys (checkpoints) stay those of the plain module
     trains = method.trains and cfg.epochs > 0
     epochs = cfg.epochs if trains else 1
     steps = steps_per_epoch(job.num_train, cfg.batch_size, world)
@@ -209,9 +211,13 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
             factors = sampler.repeat_factors(np.asarray(task.class_counts), epoch)
             stream = TrainStream(my_shards, seed=cfg.seed * 100_003 + epoch, channels=task.model.channels,
                                  image_size=task.model.image_size, repeat_factors=factors)
-            for batch in islice(make_loader(stream, cfg.batch_size, job.loader_workers), steps):
-                views = [normalize(v.to(device, non_blocking=True), task.model.mean, task.model.std)
-                         for v in method.augment(batch["image"], batch["key"])]
+            loader = make_loader(stream, cfg.batch_size, job.loader_workers, pin_memory=device.type == "cuda")
+            for batch in islice(loader, steps):
+                if cfg.batched_augment:  # uint8 to the device (4x less traffic than float), augment there
+                    views = method.augment(batch["image"].to(device, non_blocking=True), batch["key"], batched=True)
+                else:
+                    views = [v.to(device, non_blocking=True) for v in method.augment(batch["image"], batch["key"])]
+                views = [normalize(v, task.model.mean, task.model.std) for v in views]
                 if device.type == "cuda":
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 labels = batch["label"].to(device)

@@ -51,9 +51,10 @@ class Method(nn.Module):
     trains = True  # False: nothing to learn (zero-shot CLIP, tau-norm, stage-2 "none")
     loss_fn: nn.Module
 
-    def augment(self, images: Tensor, keys: Sequence[str]) -> list[Tensor]:
-        """uint8 views of a uint8 batch, one per view preset (normalisation follows in the loop)."""
-        return augment_views(images, self.view_presets, images.shape[-1])
+    def augment(self, images: Tensor, keys: Sequence[str], batched: bool = False) -> list[Tensor]:
+        """uint8 views of a uint8 batch, one per view preset (normalisation follows in the loop);
+        `batched`: as tensor ops on the batch's device (pipeline.augment.batched)."""
+        return augment_views(images, self.view_presets, images.shape[-1], batched)
 
     def features(self, images: Tensor) -> Tensor:
         raise NotImplementedError

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.augment.batched import BatchedRandAugment
 from pipeline.augment.memorisation import MomentumLossTracker, PerSampleRandAugment
 from pipeline.config import ConfigError, from_mapping, require
 from pipeline.losses import CrossEntropy
@@ -152,13 +153,17 @@ class BalancedAdapter(FrozenStage1):
         self.head = BalancedAdapterHead(classes.shape[1], task.num_classes, class_embeddings=classes,
                                         alpha=params.alpha, logit_scale=float(stage1.clip.logit_scale.exp()))
         self.randaugment = PerSampleRandAugment(params.num_ops, params.magnitude_max, params.magnitude_min)
+        self.batched_randaugment = BatchedRandAugment(params.num_ops, params.magnitude_max, params.magnitude_min)
         self.tracker = MomentumLossTracker(params.momentum)
         self.loss_fn = CrossEntropy()
         self._epoch_keys: list[str] = []
         self._epoch_losses: list[Tensor] = []
 
-    def augment(self, images: Tensor, keys: Sequence[str]) -> list[Tensor]:
-        return [self.randaugment.augment_batch(images, self.tracker.weights(keys))]
+    def augment(self, images: Tensor, keys: Sequence[str], batched: bool = False) -> list[Tensor]:
+        weights = self.tracker.weights(keys)
+        if batched:
+            return [self.batched_randaugment(images, weights.to(images.device))]
+        return [self.randaugment.augment_batch(images, weights)]
 
     def logits(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))

@@ -1,0 +1,86 @@
+"""Every benchmark script runs in its small setting, as a user runs it, and its JSON holds every figure."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools import command_env
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_GPU = "not measured (no GPU lent)"
+
+
+def run_benchmark(name: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--small", "--out", str(out), *extra],
+                          cwd=ROOT, env=command_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"-> {out}" in done.stdout  # the table ends with where its JSON went
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == name
+    machine = result["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["date"] and machine["torch"] == torch.__version__
+    return result
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_shard_writing_throughput_for_array_and_file_sources(tmp_path):
+    rows = run_benchmark("shards", tmp_path)["rows"]
+    assert [r["source"].split()[0] for r in rows] == ["array", "file"]
+    for row in rows:
+        assert row["images"] == 500 and row["shards"] == 2  # 400 train + 100 test images, 1 shard each
+        assert positive(row["images_per_s"]) and positive(row["seconds"]) and positive(row["mb"])
+
+
+def test_loader_throughput_against_the_pil_baseline(tmp_path):
+    rows = run_benchmark("loader", tmp_path)["rows"]
+    assert [r["loader_workers"] for r in rows] == [1, 2]
+    for row in rows:
+        assert positive(row["ours_images_per_s"]) and positive(row["baseline_images_per_s"])
+        assert row["ratio"] == round(row["ours_images_per_s"] / row["baseline_images_per_s"], 2)
+
+
+def test_peak_memory_of_prepare_and_split_on_two_sizes(tmp_path):
+    result = run_benchmark("memory", tmp_path)
+    rows = {(r["stage"], r.get("total_images")): r for r in result["rows"]}
+    for stage in ("prepare", "split"):
+        small, large = rows[(stage, 600)], rows[(stage, 2400)]
+        assert positive(small["peak_rss_mb"]) and positive(large["peak_rss_mb"])
+        growth = rows[(f"{stage} growth", None)]
+        assert growth["peak_rss_mb"] == round(large["peak_rss_mb"] - small["peak_rss_mb"], 1)
+        assert "kb_per_image" in growth
+
+
+def test_training_throughput_ours_and_reference_cpu_and_gpu_columns(tmp_path):
+    rows = run_benchmark("training", tmp_path)["rows"]
+    assert [(r["method"], r["device"]) for r in rows] == [("bcl", "cpu"), ("bcl", "cuda"), ("ce", "cpu"),
+                                                          ("ce", "cuda")]
+    figures = ("ours_images_per_s", "reference_images_per_s", "speedup", "ours_peak_memory_mb",
+               "reference_peak_memory_mb")
+    for row in rows:
+        if row["device"] == "cuda" and not torch.cuda.is_available():
+            assert all(row[f] == NO_GPU for f in figures)  # never an invented number
+        else:
+            assert all(positive(row[f]) for f in figures)
+
+
+def test_repro_stage_breakdown_of_the_data_stages(tmp_path):
+    # The Ray stages add ~25 s of Ray start-up each; the whole small DAG runs in the e2e test already.
+    rows = run_benchmark("repro", tmp_path, "--stages", "fetch,prepare,split")["rows"]
+    assert [r["stage"] for r in rows] == ["fetch", "prepare", "split", "total"]
+    assert all(positive(r["seconds"]) for r in rows)
+    assert rows[-1]["seconds"] == pytest.approx(sum(r["seconds"] for r in rows[:-1]), abs=0.15)
+
+
+def test_repro_refuses_stages_that_are_not_a_prefix_of_the_dag(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.repro", "--small", "--stages", "split",
+                           "--out", str(tmp_path / "x.json")], cwd=ROOT, env=command_env(), capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "prefix of the DAG" in done.stderr and not (tmp_path / "x.json").exists()
