@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("fetch", "prepare", "split", "stage1", "stage2", "evaluate")
+STAGES = ("fetch", "prepare", "split", "stage1", "stage2", "evaluate", "submit")
 
 
 def main(argv: list[str] | None = None) -> int:
