@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -37,7 +38,7 @@ def node_ports() -> list[str]:
 def cluster(tmp_path_factory):
     """A head (1 CPU, dashboard on) and a second node (1 CPU): two training workers land on two nodes."""
     tmp = tmp_path_factory.mktemp("cluster")
-    temp_dir = tmp / "ray"  # short: Ray's socket paths must stay under 107 bytes
+    temp_dir = Path(tempfile.mkdtemp(prefix="ltpc-", dir="/tmp"))  # Ray's socket paths must stay under 107 bytes
     port, dashboard = free_port(), free_port()
     # The token lives only in this environment (never in a file): Ray's token authentication.
     env = {**command_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -55,6 +56,7 @@ def cluster(tmp_path_factory):
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "tmp": tmp}
     finally:
         stop_nodes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def wait_for_dashboard(address: str, token: str, timeout_s: float = 90) -> None:
