@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("fetch", "prepare", "split", "tune", "stage1", "stage2", "evaluate", "report", "keep")
+STAGES = ("fetch", "prepare", "split", "tune", "stage1", "stage2", "evaluate", "report", "keep", "submit")
 
 
 def main(argv: list[str] | None = None) -> int:

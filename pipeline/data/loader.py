@@ -29,7 +29,7 @@ import hashlib
 import io
 import math
 import tarfile
-from typing import Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from pipeline.data.errors import DataError
 from pipeline.samplers import repeat_stream
+from pipeline.storage import open_binary
 
 _READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
 _PIL_MODES = {1: "L", 3: "RGB"}
@@ -81,15 +82,24 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
 
 # ----------------------------------------------------------------------------- reading and decoding
 
+def open_shard(url: str) -> IO[bytes]:
+    """A binary stream of one shard: `pipe:` commands through webdataset, everything else through
+    fsspec, so shards on shared storage (NFS paths, s3://, gs://) read like local ones."""
+    if url.startswith("pipe:"):
+        return wds.gopen(url, "rb")
+    return open_binary(url)
+
+
 def read_shard(path: str) -> Iterator[dict]:
     """Yield {"key", "label", "data", "ext"} per sample of one shard, in file order.
 
-    `path` is a local path or any URL webdataset's gopen opens (pipe:, http(s):, gs:, ...).
+    `path` is a local or NFS path, an fsspec URL (file://, s3://, gs://, ...) or a
+    webdataset `pipe:` command (see ``open_shard``).
     A shard that is not a readable tar, or a sample without exactly one image
     member and one ``.cls`` label, raises DataError naming the shard.
     """
     url = str(path)
-    with wds.gopen(url, "rb") as stream:
+    with open_shard(url) as stream:
         members = ({**member, "__url__": url} for member in tar_file_iterator(stream))
         try:
             for group in group_by_keys(members):

@@ -39,7 +39,10 @@ def init_ray(cfg: RayConfig, *, min_cpus: float = 0, log_to_driver: bool = True)
     # Workers print their per-epoch line once, unpatched (Ray Train would re-log every print).
     runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     if address:
-        ray.init(address=address, logging_config=_quiet(), runtime_env=runtime_env, log_to_driver=log_to_driver)
+        # A cluster job's driver inherits the job's runtime env (its working_dir among it); passing one
+        # here would replace it and Ray would delete the working directory under the running driver.
+        # cluster/runtime_env.yaml sets the print patch variable for submitted jobs instead.
+        ray.init(address=address, logging_config=_quiet(), log_to_driver=log_to_driver)
     else:
         cpus = max(os.cpu_count() or 1, math.ceil(max(min_cpus, cfg.num_workers * cfg.cpus_per_worker)))
         # Ray Train's placement-group cleaner looks its cluster up through the state API, which gives up

@@ -15,6 +15,7 @@ import torch
 from pipeline.config import from_mapping
 from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, atomic_file, write_json
+from pipeline.storage import absolute, exists, join, open_binary
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.launch import epoch_log, run_training
 from pipeline.training.loop import BEST_FILE, STATE_FILE, TrainJob
@@ -25,21 +26,24 @@ WEIGHTS_FILE = "model.pt"
 
 
 def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str, tuple[str, ...]], int]:
-    """The Task of a split stage output, its shards per role (absolute paths) and the training size."""
-    split_dir = Path(split_dir).resolve()
-    _require_file(split_dir / "stats.json", "the split stage (dvc repro split)")
-    stats = json.loads((split_dir / "stats.json").read_text())
+    """The Task of a split stage output, its shards per role and the training size. `split_dir`
+    may be a path (made absolute) or an fsspec URL on shared storage; shards are named the same way."""
+    split_dir = absolute(split_dir)
+    _require_file(join(split_dir, "stats.json"), "the split stage (dvc repro split)")
+    with open_binary(join(split_dir, "stats.json")) as handle:
+        stats = json.load(handle)
     task = Task(class_counts=tuple(stats["class_counts"].values()), class_names=tuple(stats["class_counts"]),
                 many_threshold=stats["thresholds"]["many_above"], few_threshold=stats["thresholds"]["few_below"],
                 model=model)
-    manifest = pq.read_table(split_dir / "manifest.parquet", columns=["role", "shard"]).to_pylist()
-    shards = {role: tuple(sorted({str(split_dir / r["shard"]) for r in manifest if r["role"] == role}))
+    with open_binary(join(split_dir, "manifest.parquet")) as handle:
+        manifest = pq.read_table(handle, columns=["role", "shard"]).to_pylist()
+    shards = {role: tuple(sorted({join(split_dir, r["shard"]) for r in manifest if r["role"] == role}))
               for role in ("train", "val")}
     return task, shards, stats["train_total"]
 
 
-def _require_file(path: Path, producer: str) -> None:
-    if not path.is_file():
+def _require_file(path: str | Path, producer: str) -> None:
+    if not exists(str(path)):
         raise DataError(f"{path} not found; run {producer} first")
 
 
