@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from datagen import make_digits_split
-from tools import command_env, run_command
+from tools import command_env, committed_checkpoint, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -145,17 +145,6 @@ def test_submitted_stage1_lands_in_the_workspace_like_a_local_run(cluster, repo)
     assert ((repo / "metrics" / "stage1_history.tsv").read_text().splitlines()[0]
             == (repo / "local" / "history.tsv").read_text().splitlines()[0])
 
-
-def committed_checkpoint(storage: Path, earlier: set[Path]) -> bool:
-    for snapshot in storage.glob("stage1-*/checkpoint_manager_snapshot.json"):
-        if snapshot.parent in earlier:
-            continue
-        try:
-            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
-                return True
-        except json.JSONDecodeError:  # being written right now
-            pass
-    return False
 
 
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(cluster, repo):

@@ -16,7 +16,7 @@ import yaml
 
 from pipeline.evaluation.metrics import long_tail_metrics
 
-from tools import command_env, run_command
+from tools import command_env, committed_checkpoint, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -118,18 +118,6 @@ def test_report_gathers_kept_runs_and_experiments_with_values_from_their_metrics
         assert name in plots
 
 
-def committed_checkpoint(repo: Path, earlier: set[Path]) -> bool:
-    """Whether Ray has registered a checkpoint of a run not in `earlier` (what a restart resumes from)."""
-    for snapshot in (repo / ".ray_runs").glob("stage1-*/checkpoint_manager_snapshot.json"):
-        if snapshot.parent in earlier:
-            continue
-        try:
-            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
-                return True
-        except json.JSONDecodeError:  # being written right now
-            pass
-    return False
-
 
 def test_killed_training_resumes_from_its_last_checkpoint(repo):
     run_command(["dvc", "repro", "split"], repo)  # the data (already there after the full-DAG test)
@@ -142,9 +130,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(repo):
     process = subprocess.Popen(command, cwd=repo, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None and not committed_checkpoint(repo, earlier):
+    while time.monotonic() < deadline and process.poll() is None and not committed_checkpoint(repo / ".ray_runs", earlier):
         time.sleep(0.2)
-    assert committed_checkpoint(repo, earlier), "no checkpoint was committed before the deadline"
+    assert committed_checkpoint(repo / ".ray_runs", earlier), "no checkpoint was committed before the deadline"
     os.killpg(process.pid, signal.SIGKILL)  # the driver, its Ray and its workers
     process.communicate()
     assert not (repo / "killed").exists()  # nothing collected from the interrupted run

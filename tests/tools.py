@@ -1,4 +1,5 @@
 """Running the project's commands (ltp, dvc) as a user would, from tests."""
+import json
 import os
 import subprocess
 import sys
@@ -15,3 +16,17 @@ def run_command(cmd: list[str], cwd: Path) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+def committed_checkpoint(storage: Path, earlier: set[Path]) -> bool:
+    """Whether Ray has registered a checkpoint of a stage-1 run under `storage` not in `earlier`
+    (what a restart resumes from)."""
+    for snapshot in storage.glob("stage1-*/checkpoint_manager_snapshot.json"):
+        if snapshot.parent in earlier:
+            continue
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return True
+        except json.JSONDecodeError:  # being written right now
+            pass
+    return False
