@@ -46,9 +46,11 @@ def cluster(tmp_path_factory):
     head = [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=1",
             f"--temp-dir={temp_dir}", "--disable-usage-stats", *node_ports()]
+    # Its own temp dir, as on a second machine: nodes sharing one would share the unpacked job working
+    # directory, and one node's clean-up would delete it under the other's running driver.
     second = [sys.executable, str(ROOT / "tests" / "raynode.py"), "start", f"--address=127.0.0.1:{port}",
               "--node-ip-address=127.0.0.1", "--num-cpus=1", '--resources={"second_node": 1}',
-              f"--temp-dir={temp_dir}", "--disable-usage-stats", *node_ports()]
+              f"--temp-dir={temp_dir / 'node2'}", "--disable-usage-stats", *node_ports()]
     try:
         for command in (head, second):
             subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=120)
@@ -146,9 +148,7 @@ def test_submitted_stage1_lands_in_the_workspace_like_a_local_run(cluster, repo)
             == (repo / "local" / "history.tsv").read_text().splitlines()[0])
 
 
-
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(cluster, repo):
-    from ray.util.state import list_actors
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["stage1"]["epochs"] = 4
@@ -160,11 +160,14 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(cl
     while time.monotonic() < deadline and process.poll() is None and not committed_checkpoint(storage, earlier):
         time.sleep(0.2)
     assert committed_checkpoint(storage, earlier), "no checkpoint before the deadline"
-    os.environ["RAY_AUTH_TOKEN"] = cluster["env"]["RAY_AUTH_TOKEN"]  # the state API authenticates too
-    workers = list_actors(address=cluster["address"], filters=[("class_name", "=", "RayTrainWorker"),
-                                                               ("state", "=", "ALIVE")])
-    assert len(workers) == 2 and len({w.node_id for w in workers}) == 2  # one worker on each node
-    os.kill(workers[1].pid, signal.SIGKILL)
+    # Ray's state API, through the CLI in the cluster's environment (it authenticates with the token).
+    listed = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", "actors", "--address",
+                             cluster["address"], "--filter", "class_name=RayTrainWorker", "--filter", "state=ALIVE",
+                             "--detail", "--format", "json"], env=cluster["env"], capture_output=True, text=True,
+                            check=True)
+    workers = json.loads(listed.stdout)
+    assert len(workers) == 2 and len({w["node_id"] for w in workers}) == 2  # one worker on each node
+    os.kill(workers[1]["pid"], signal.SIGKILL)
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 0, out[-4000:]
     assert history_epochs(repo / "metrics" / "stage1_history.tsv") == [1, 2, 3, 4]
