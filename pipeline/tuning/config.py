@@ -21,7 +21,7 @@ class TuneConfig:
     grace_epochs: int = 1  # ASHA: no trial stops before this many epochs
     reduction_factor: int = 2  # ASHA: keep the best 1 / reduction_factor at each rung
     concurrency: int = 1  # trials running at once
-    time_budget_s: float | None = None  # stop starting trials after this long
+    time_budget_s: float | None = None  # end the sweep (running trials included) after this many seconds
     seed: int = 0  # TPE sampler seed
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
