@@ -1,7 +1,7 @@
 """Peak host memory (RSS) of the prepare and split stages on two dataset sizes: does it grow with the data?
 
 Each stage runs in a fresh child process that reports its own peak RSS
-(getrusage), next to a child that only imports the same modules (the floor).
+(VmHWM), next to a child that only imports the same modules (the floor).
 
     python -m benchmarks.memory [--small] [--out FILE]
 """
