@@ -39,7 +39,7 @@ def write_best_params(path: Path, overlay: dict[str, Any], summary: dict[str, An
     """The overlay stage1 / stage2 apply (`tune.apply`), with where it came from as a comment."""
     header = "# written by the tune stage; stage1 / stage2 apply it when tune.apply is true\n"
     if summary.get("best_trial"):
-        header += (f"# best trial {summary['best_trial']}: {summary['metric']} {summary['best_value']:.4f} "
+        header += (f"# best trial {summary['best_trial']}: {summary['objective']} {summary['best_value']:.4f} "
                    f"over {summary['num_trials']} trials\n")
     path.write_text(header + yaml.safe_dump(overlay, sort_keys=True))
 

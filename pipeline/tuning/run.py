@@ -14,7 +14,7 @@ from pipeline.training.methods import Task
 from pipeline.training.run import WEIGHTS_FILE, train_stage
 from pipeline.tuning import outputs, results
 from pipeline.tuning.config import TuneConfig
-from pipeline.tuning.space import default_values, overlay, resolve_space
+from pipeline.tuning.space import default_values, method_class, overlay, resolve_space
 from pipeline.tuning.sweep import SweepJob, run_sweep, total_epochs
 
 FIXED_STAGE1_DIR = "fixed_stage1"
@@ -80,7 +80,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
     counts = {status: sum(r["status"] == status for r in rows) for status in results.STATUSES}
     default_row = rows[0] if first_point is not None and rows else None  # points_to_evaluate runs first
     summary = {"enabled": True, "stage": cfg.stage, "methods": {s: j.config.method for s, j in jobs.items()},
-               "metric": cfg.metric, "objective": cfg.metric, "num_trials": len(rows),
+               "objective": cfg.metric, "num_trials": len(rows),
                "num_completed": counts["completed"], "num_stopped_early": counts["stopped_early"],
                "num_errors": counts["error"], "best_trial": best["trial_id"] if best else None,
                "best_value": best["best_objective"] if best else None,
@@ -103,21 +103,11 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
 def _check_methods(jobs: dict[str, TrainJob]) -> None:
     """Every swept method must learn something; stage-1 params must build (fails before Ray starts)."""
     for stage, job in jobs.items():
-        if not _method_class(stage, job.config.method).trains or job.config.epochs == 0:
+        if not method_class(stage, job.config.method).trains or job.config.epochs == 0:
             raise ConfigError(f"tune.stage: {stage} method {job.config.method!r} with {job.config.epochs} epochs "
                               "learns nothing; there is nothing to sweep")
         if stage == "stage1":
             assemble_method(stage, job.config, job.task)
-
-
-def _method_class(stage: str, name: str):
-    from pipeline.training.methods import STAGE1
-    from pipeline.training.rebalance import STAGE2
-
-    registry = STAGE1 if stage == "stage1" else STAGE2
-    if name not in registry:
-        raise ConfigError(f"{stage}.method: unknown method {name!r}; valid: {', '.join(registry.names())}")
-    return registry.get(name)
 
 
 def _on_fixed_stage1(job: TrainJob, stage1: StageConfig, ray_cfg: RayConfig, paths: TuneOutputs) -> TrainJob:
@@ -135,5 +125,5 @@ def _write(paths: TuneOutputs, rows, dims, summary, best_overlay, importances, h
     plots.mkdir(exist_ok=True)
     outputs.write_trials(paths.out_dir / outputs.TRIALS_FILE, rows, dims)
     outputs.write_best_params(paths.out_dir / outputs.BEST_PARAMS_FILE, best_overlay, summary)
-    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("metric", ""))
+    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("objective", ""))
     outputs.write_metrics(paths.summary, paths.history, paths.importances, summary, history, importances)

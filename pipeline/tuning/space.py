@@ -125,15 +125,11 @@ def overlay(dims: list[Dimension], values: Mapping[str, Any]) -> dict[str, dict]
 def default_values(dims: list[Dimension], configs: Mapping[str, StageConfig]) -> dict[str, Any] | None:
     """The values params.yaml already sets (a method default when `params` omits the key), as the
     first point to evaluate; None when one of them lies outside its searched range."""
-    from pipeline.training.methods import STAGE1
-    from pipeline.training.rebalance import STAGE2
-
     values = {}
     for dim in dims:
         config = configs[dim.stage]
         if dim.field == "params":
-            registry = STAGE1 if dim.stage == "stage1" else STAGE2
-            defaults = {f.name: f.default for f in dataclasses.fields(registry.get(config.method).Params)}
+            defaults = {f.name: f.default for f in dataclasses.fields(method_class(dim.stage, config.method).Params)}
             value = config.params.get(dim.key, defaults.get(dim.key))
         else:
             value = getattr(config, dim.field)
@@ -141,3 +137,14 @@ def default_values(dims: list[Dimension], configs: Mapping[str, StageConfig]) ->
             return None
         values[dim.name] = value
     return values
+
+
+def method_class(stage: str, name: str) -> type:
+    """The registered class of `stage`'s method `name`; an unknown name is a ConfigError."""
+    from pipeline.training.methods import STAGE1
+    from pipeline.training.rebalance import STAGE2
+
+    registry = STAGE1 if stage == "stage1" else STAGE2
+    if name not in registry:
+        raise ConfigError(f"{stage}.method: unknown method {name!r}; valid: {', '.join(registry.names())}")
+    return registry.get(name)
