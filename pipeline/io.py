@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 
 @contextlib.contextmanager
@@ -54,6 +55,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as handle:
         json.dump(obj, handle, indent=2, sort_keys=False)
         handle.write("\n")
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str],
+               delimiter: str = ",", extrasaction: str = "raise") -> None:
+    """Rows as a CSV (or, with delimiter "\t", TSV) file with a header, written atomically."""
+    with atomic_file(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames), delimiter=delimiter, lineterminator="\n",
+                                extrasaction=extrasaction)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

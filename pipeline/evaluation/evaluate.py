@@ -2,7 +2,6 @@
 (each test image exactly once), then predictions and the metrics of METHODS.md written to disk."""
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.training.config import RayConfig
 from pipeline.training.launch import _quiet, init_ray, storage_uri
 from pipeline.training.loop import assemble_method, gathered_predictions
@@ -81,10 +80,7 @@ def write_evaluation(predictions: dict, run_dir: str | Path, out_dir: str | Path
         pq.write_table(table, tmp / "predictions.parquet")
         rows = per_class_table(labels, predicted, task.class_counts, task.class_names,
                                task.many_threshold, task.few_threshold)
-        with open(tmp / "per_class.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(tmp / "per_class.csv", rows, list(rows[0]))
         matrix = confusion_matrix(labels, predicted, task.num_classes)
         np.savetxt(tmp / "confusion.csv", matrix, fmt="%d", delimiter=",")
     write_json(metrics_path, {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()})

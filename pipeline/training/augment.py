@@ -20,6 +20,10 @@ Preset = Callable[[int], Callable[[torch.Tensor], torch.Tensor]]  # image_size -
 AUGMENTATIONS: Registry[Preset] = Registry("augmentation")
 
 
+def _crop_padding(image_size: int) -> int:
+    return max(image_size // 8, 1)  # 4 pixels at 32x32, as in the CIFAR-LT recipes
+
+
 @AUGMENTATIONS.register("none")
 def no_augmentation(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda image: image
@@ -28,13 +32,13 @@ def no_augmentation(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
 @AUGMENTATIONS.register("basic")
 def basic(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Random crop with 1/8 zero padding + horizontal flip (the CIFAR-LT standard)."""
-    return v2.Compose([v2.RandomCrop(image_size, padding=max(image_size // 8, 1)), v2.RandomHorizontalFlip()])
+    return v2.Compose([v2.RandomCrop(image_size, padding=_crop_padding(image_size)), v2.RandomHorizontalFlip()])
 
 
 @AUGMENTATIONS.register("strong")
 def strong(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """basic + RandAugment (2 ops, magnitude 9), the contrastive views of BCL / JRCL."""
-    return v2.Compose([v2.RandomCrop(image_size, padding=max(image_size // 8, 1)), v2.RandomHorizontalFlip(),
+    return v2.Compose([v2.RandomCrop(image_size, padding=_crop_padding(image_size)), v2.RandomHorizontalFlip(),
                        v2.RandAugment(num_ops=2, magnitude=9)])
 
 
@@ -50,14 +54,14 @@ def no_augmentation_batched(image_size: int) -> Callable[[torch.Tensor], torch.T
 @BATCHED_AUGMENTATIONS.register("basic")
 def basic_batched(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """`basic` as batched tensor ops (same padding, crop and flip)."""
-    return lambda images: random_crop_flip(images, max(image_size // 8, 1))
+    return lambda images: random_crop_flip(images, _crop_padding(image_size))
 
 
 @BATCHED_AUGMENTATIONS.register("strong")
 def strong_batched(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """`strong` as batched tensor ops: RandAugment(2, 9) is every op applied at the fixed magnitude 9."""
     randaugment = BatchedRandAugment(num_ops=2, magnitude_max=9.0, magnitude_min=9.0)
-    return lambda images: randaugment(random_crop_flip(images, max(image_size // 8, 1)))
+    return lambda images: randaugment(random_crop_flip(images, _crop_padding(image_size)))
 
 
 def augment_views(images: torch.Tensor, presets: Sequence[str], image_size: int,

@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline.io import atomic_file
+from pipeline.io import write_rows
 from pipeline.training.config import RayConfig
 from pipeline.training.loop import TrainJob, train_worker
 
@@ -76,11 +76,7 @@ def epoch_log(path: str | Path):
             if path.exists():  # a resumed run: keep the epochs before this one
                 with open(path) as handle:
                     rows = [r for r in csv.DictReader(handle, delimiter="\t") if int(r["epoch"]) < row["epoch"]]
-            with atomic_file(path) as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(row), delimiter="\t", lineterminator="\n",
-                                        extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows([*rows, row])
+            write_rows(path, [*rows, row], list(row), delimiter="\t", extrasaction="ignore")
 
     return EpochLog()
 

@@ -2,7 +2,6 @@
 its artifacts into the DVC workspace (best weights, job description, metrics, history)."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -14,7 +13,7 @@ import torch
 
 from pipeline.config import from_mapping
 from pipeline.data.errors import DataError
-from pipeline.io import atomic_dir, atomic_file, write_json
+from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.storage import absolute, exists, join, open_binary
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.launch import epoch_log, run_training
@@ -97,10 +96,7 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
             save_job(tmp / JOB_FILE, job)
     best = max(history, key=lambda row: row["val_balanced_accuracy"])
     write_json(metrics_path, {k: (None if v != v else v) for k, v in best.items()})  # NaN -> null
-    with atomic_file(history_path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
+    write_rows(history_path, history, list(history[0]), delimiter="\t")
     return (f"{job.stage} {job.config.method}: best epoch {best['epoch']}/{len(history)} val balanced acc "
             f"{best['val_balanced_accuracy']:.4f} (many {best['val_many_accuracy']:.3f} / medium "
             f"{best['val_medium_accuracy']:.3f} / few {best['val_few_accuracy']:.3f}) "

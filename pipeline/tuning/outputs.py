@@ -3,7 +3,6 @@ history and importances as DVC metrics / plots. Written the same way (possibly e
 the stage's outputs always exist."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,19 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline.io import atomic_file, write_json
+from pipeline.io import write_json, write_rows
 from pipeline.tuning.space import Dimension
 
 TRIALS_FILE = "trials.parquet"
 BEST_PARAMS_FILE = "best_params.yaml"
 PLOTS_DIR = "plots"
-
-
-def write_csv(path: str | Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> None:
-    with atomic_file(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fieldnames), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def write_trials(path: Path, rows: Sequence[dict], dims: Sequence[Dimension]) -> None:
@@ -94,6 +86,6 @@ def plot_sweep(directory: Path, rows: Sequence[dict], history: Sequence[dict], i
 def write_metrics(summary_path: Path, history_path: Path, importances_path: Path, summary: dict,
                   history: Sequence[dict], importances: dict[str, float]) -> None:
     write_json(summary_path, summary)
-    write_csv(history_path, history, ["trial", "trial_id", "objective", "best_so_far"])
-    write_csv(importances_path, [{"parameter": k, "importance": v} for k, v in importances.items()],
+    write_rows(history_path, history, ["trial", "trial_id", "objective", "best_so_far"])
+    write_rows(importances_path, [{"parameter": k, "importance": v} for k, v in importances.items()],
               ["parameter", "importance"])
