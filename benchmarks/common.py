@@ -22,6 +22,8 @@ import torch
 from pipeline.data.config import PrepareConfig
 from pipeline.data.prepare import prepare
 from pipeline.data.shards import encode_png
+from pipeline.data.sources.cifar import iter_cifar_batches, scan_cifar_archive
+from pipeline.data.sources.idx import write_idx
 from pipeline.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,6 +127,26 @@ def write_cifar100_raw(raw: Path, train: int, test: int, seed: int = 0) -> Path:
     write_json(raw / "source.json", {"dataset": "cifar100", "source": "cifar", "origin": "synthetic",
                                      "files": {archive.name: "synthetic"}})
     return raw
+
+
+def write_idx_raw(raw: Path, train: int, test: int, seed: int = 0) -> Path:
+    """A fetch-stage output (`source.json` + gzipped IDX files) of synthetic 28x28 grey Fashion-MNIST."""
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", train), ("t10k", test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", cifar_like_images(n, seed, channels=1, size=28)[..., 0])
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", rng.permutation(np.arange(n) % 10).astype(np.uint8))
+    write_json(raw / "source.json", {"dataset": "fashion-mnist", "source": "idx", "origin": "synthetic",
+                                     "files": {p.name: "synthetic" for p in sorted(raw.glob("*.gz"))}})
+    return raw
+
+
+def cifar_train_arrays(raw: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels of a `write_cifar100_raw` archive, for the in-memory baselines."""
+    archive = raw / "cifar-100-python.tar.gz"
+    _, members = scan_cifar_archive(archive, "cifar100")
+    images, labels = zip(*iter_cifar_batches(archive, "cifar100", [name for name, _ in members["train"]]))
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def write_imagefolder_raw(raw: Path, root: Path, train: int, test: int, classes: int = 10) -> Path:

@@ -20,9 +20,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from benchmarks.common import parser, prepared_cifar, report
+from benchmarks.common import cifar_train_arrays, parser, prepared_cifar, report
 from pipeline.data.loader import TrainStream, make_loader
-from pipeline.data.sources.cifar import read_cifar_archive
 from pipeline.training.augment import augment_views
 
 
@@ -62,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepared_cifar(Path(tmp), train, 100)
         shards = sorted(str(p) for p in (prepared / "train").glob("*.tar"))
-        _, splits = read_cifar_archive(Path(tmp) / "raw" / "cifar-100-python.tar.gz", "cifar100")
-        images, labels = splits["train"]
+        images, labels = cifar_train_arrays(Path(tmp) / "raw")
         for n in workers:
             stream = TrainStream(shards, seed=0, channels=3, image_size=32, repeat_factors=None)
             ours = _rate(make_loader(stream, batch, n), count,

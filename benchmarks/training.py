@@ -27,8 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from benchmarks.common import NO_GPU, parser, peak_rss_mb, prepared_cifar, report, run_child
-from pipeline.data.sources.cifar import read_cifar_archive
+from benchmarks.common import NO_GPU, cifar_train_arrays, parser, peak_rss_mb, prepared_cifar, report, run_child
 from pipeline.training.augment import normalize
 from pipeline.training.config import ModelConfig, StageConfig
 from pipeline.training.loop import TrainJob, fit
@@ -78,8 +77,7 @@ def reference(prepared: Path, method: str, device: torch.device, epochs: int, ba
     torch.manual_seed(0)
     model = build_stage1(method, {}, task).to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    _, splits = read_cifar_archive(prepared.parent / "raw" / "cifar-100-python.tar.gz", "cifar100")
-    images, labels = splits["train"]
+    images, labels = cifar_train_arrays(prepared.parent / "raw")
     loader = DataLoader(ViewsDataset(images, labels, len(model.view_presets)), batch_size=batch, shuffle=True,
                         drop_last=True)
     steps = math.ceil(len(labels) / batch)

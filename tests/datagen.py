@@ -1,7 +1,6 @@
 """Generators of small real-format datasets for the tests: IDX, official CIFAR tarballs, image trees."""
 from __future__ import annotations
 
-import gzip
 import io
 import pickle
 import tarfile
@@ -10,14 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file (gzip-compressed when the name ends in .gz) holding a uint8 array."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    if path.name.endswith(".gz"):
-        raw = gzip.compress(raw, mtime=0)
-    path.write_bytes(raw)
+from pipeline.data.sources.idx import write_idx
 
 
 def make_idx_dataset(root: Path, per_class_train: int, per_class_test: int, num_classes: int = 10,

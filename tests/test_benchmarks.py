@@ -47,15 +47,18 @@ def test_loader_throughput_against_the_pil_baseline(tmp_path):
         assert row["ratio"] == round(row["ours_images_per_s"] / row["baseline_images_per_s"], 2)
 
 
-def test_peak_memory_of_prepare_and_split_on_two_sizes(tmp_path):
-    result = run_benchmark("memory", tmp_path)
-    rows = {(r["stage"], r.get("total_images")): r for r in result["rows"]}
-    for stage in ("prepare", "split"):
-        small, large = rows[(stage, 600)], rows[(stage, 2400)]
-        assert positive(small["peak_rss_mb"]) and positive(large["peak_rss_mb"])
-        growth = rows[(f"{stage} growth", None)]
-        assert growth["peak_rss_mb"] == round(large["peak_rss_mb"] - small["peak_rss_mb"], 1)
-        assert "kb_per_image" in growth
+def test_peak_memory_of_prepare_and_split_on_three_sizes(tmp_path):
+    rows = run_benchmark("memory", tmp_path)["rows"]
+    for source in ("array (IDX)", "file (PNG tree)"):
+        for stage in ("prepare", "split"):
+            runs = {r["total_images"]: r for r in rows if r["stage"] == stage and r["source"] == source}
+            assert sorted(runs) == [600, 1200, 2400] and all(positive(r["peak_rss_mb"]) for r in runs.values())
+            growth = [r for r in rows if r["stage"] == f"{stage} growth" and r["source"] == source]
+            assert [(g["from_images"], g["total_images"]) for g in growth] == [(600, 1200), (1200, 2400)]
+            for g in growth:
+                delta = runs[g["total_images"]]["peak_rss_mb"] - runs[g["from_images"]]["peak_rss_mb"]
+                assert g["peak_rss_mb"] == round(delta, 1)
+                assert g["kb_per_image"] == round(1024 * delta / (g["total_images"] - g["from_images"]), 2)
 
 
 def test_training_throughput_ours_and_reference_cpu_and_gpu_columns(tmp_path):

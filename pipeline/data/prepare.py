@@ -8,28 +8,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, PrepareConfig
 from pipeline.data.errors import DataError
+from pipeline.data.manifest import PREPARED_SCHEMA, ManifestWriter
 from pipeline.data.shards import ShardSetWriter
 from pipeline.data.sources import SOURCES, RawSample
 from pipeline.io import atomic_dir, write_json
-
-MANIFEST_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("label", pa.int32()),
-    ("class_name", pa.string()),
-    ("split", pa.string()),
-    ("shard", pa.string()),  # relative to the prepared directory, e.g. train/shard-000000.tar
-    ("ext", pa.string()),
-    ("size", pa.int64()),  # bytes of the encoded image
-    ("sha256", pa.string()),  # of the encoded image bytes
-    ("source", pa.string()),  # original relative path, or file:index for array sources
-])
 
 
 @dataclass(frozen=True)
@@ -64,18 +52,21 @@ def _check_label(sample: RawSample, num_classes: int, split: str) -> None:
 
 
 def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> PrepareSummary:
-    """Write `out_dir/{split}/shard-*.tar`, `manifest.parquet`, `classes.json`, `summary.json`."""
+    """Write `out_dir/{split}/shard-*.tar`, `manifest.parquet`, `classes.json`, `summary.json`.
+
+    Streams: one sample, the open shard and one manifest row group are in memory at a time (the
+    sources read in chunks too), so peak memory does not grow with the dataset.
+    """
     start = time.perf_counter()
     raw_dir = Path(raw_dir)
     info = json.loads((raw_dir / "source.json").read_text())
     source = SOURCES.get(info["source"])(info, raw_dir)
     names = source.class_names
-    columns: dict[str, list] = {field.name: [] for field in MANIFEST_SCHEMA}
-    counts, skipped, num_shards = {}, 0, 0
-    with atomic_dir(out_dir) as tmp:
+    counts, skipped, num_shards, total_bytes = {}, 0, 0, 0
+    with atomic_dir(out_dir) as tmp, ManifestWriter(tmp / "manifest.parquet", PREPARED_SCHEMA) as manifest:
         for split in (s for s in SPLITS if s in source.counts):
             writer = ShardSetWriter(tmp / split, cfg.shard_max_samples, cfg.shard_max_bytes)
-            kept = 0
+            kept, present = 0, np.zeros(len(names), dtype=bool)
             samples = tqdm(source.read(split), total=source.counts[split], desc=f"prepare {split}",
                            unit="img", mininterval=1.0)
             for index, sample in enumerate(samples):
@@ -88,26 +79,20 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> Pre
                     continue
                 key = f"{split}_{index:08d}"
                 shard = writer.write(key, sample.label, sample.ext, sample.data)
-                for name, value in (("key", key), ("label", sample.label),
-                                    ("class_name", names[sample.label]), ("split", split),
-                                    ("shard", f"{split}/{shard}"), ("ext", sample.ext),
-                                    ("size", len(sample.data)),
-                                    ("sha256", hashlib.sha256(sample.data).hexdigest()),
-                                    ("source", sample.source)):
-                    columns[name].append(value)
+                manifest.append(key, sample.label, names[sample.label], split, f"{split}/{shard}", sample.ext,
+                                len(sample.data), hashlib.sha256(sample.data).hexdigest(), sample.source)
+                present[sample.label] = True
+                total_bytes += len(sample.data)
                 kept += 1
             writer.close()
             counts[split] = kept
             num_shards += writer.num_shards
-            if split == "train":
-                present = set(columns["label"])
-                empty = [names[c] for c in range(len(names)) if c not in present]
-                if empty:
-                    raise DataError(f"class {empty[0]!r} has no training images "
-                                    f"({len(empty)} empty class(es) of {len(names)})")
-        pq.write_table(pa.table(columns, schema=MANIFEST_SCHEMA), tmp / "manifest.parquet")
+            if split == "train" and not present.all():
+                empty = [names[c] for c in np.flatnonzero(~present)]
+                raise DataError(f"class {empty[0]!r} has no training images "
+                                f"({len(empty)} empty class(es) of {len(names)})")
         write_json(tmp / "classes.json", {"dataset": info["dataset"], "names": names})
-        summary = PrepareSummary(info["dataset"], counts, num_shards, sum(columns["size"]), skipped,
+        summary = PrepareSummary(info["dataset"], counts, num_shards, total_bytes, skipped,
                                  time.perf_counter() - start)
         write_json(tmp / "summary.json", {"counts": counts, "num_shards": num_shards,
                                           "total_bytes": summary.total_bytes,

@@ -1,9 +1,17 @@
-"""CIFAR-10 / CIFAR-100 in the official python tarball format (pickled batches)."""
+"""CIFAR-10 / CIFAR-100 in the official python tarball format (pickled batches).
+
+One pickled batch is in memory at a time: the archive is scanned once for the
+class names and the size of every batch, then each split's batches are read in
+name order (data_batch_1..5, whatever the tar order). A batch is the format's
+unit, so CIFAR-100's single 50,000-image train batch (150 MB) is its peak.
+"""
 from __future__ import annotations
 
+import contextlib
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -20,6 +28,15 @@ _VARIANTS = {
 }
 
 
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            yield tar
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{archive}: not a readable CIFAR archive ({exc}); truncated or corrupt?") from exc
+
+
 def _unpickle(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> dict:
     try:
         obj = pickle.load(tar.extractfile(member), encoding="bytes")
@@ -28,46 +45,52 @@ def _unpickle(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> d
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def read_cifar_archive(archive: Path, variant: str) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Class names and {split: (images NxHxWx3 uint8, labels)} from an official CIFAR tarball."""
+def scan_cifar_archive(archive: Path, variant: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Class names and, per split, its batch members in name order with their image counts."""
     batches, label_key, meta_name, names_key = _VARIANTS[variant]
-    parts: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {"train": [], "test": []}
+    members: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     names = None
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                base = Path(member.name).name
-                if base == meta_name:
-                    names = [n.decode() if isinstance(n, bytes) else n
-                             for n in _unpickle(tar, member, archive)[names_key]]
-                elif base in batches:
-                    batch = _unpickle(tar, member, archive)
-                    data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                    parts[batches[base]].append((base, data.transpose(0, 2, 3, 1),
-                                                 np.asarray(batch[label_key], dtype=np.int64)))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: not a readable CIFAR archive ({exc}); truncated or corrupt?") from exc
-    found = {base for split in parts.values() for base, _, _ in split}
+    with _open_archive(archive) as tar:
+        for member in tar:
+            base = Path(member.name).name
+            if base == meta_name:
+                names = [n.decode() if isinstance(n, bytes) else n
+                         for n in _unpickle(tar, member, archive)[names_key]]
+            elif base in batches:
+                labels = _unpickle(tar, member, archive)[label_key]
+                members[batches[base]].append((member.name, len(labels)))
+    found = {Path(name).name for split in members.values() for name, _ in split}
     missing = sorted(set(batches) - found) + ([meta_name] if names is None else [])
     if missing:
         raise DataError(f"{archive}: missing {', '.join(missing)}; truncated or not {variant}?")
-    splits = {}
-    for split, items in parts.items():
-        items.sort(key=lambda item: item[0])  # data_batch_1..5 in order, whatever the tar order
-        splits[split] = (np.concatenate([i[1] for i in items]), np.concatenate([i[2] for i in items]))
-    return names, splits
+    for split in members.values():
+        split.sort(key=lambda item: Path(item[0]).name)
+    return names, members
+
+
+def iter_cifar_batches(archive: Path, variant: str, member_names: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images NxHxWx3 uint8, labels) of the named batch members, one batch in memory at a time."""
+    label_key = _VARIANTS[variant][1]
+    with _open_archive(archive) as tar:
+        for name in member_names:
+            batch = _unpickle(tar, tar.getmember(name), archive)
+            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            yield data.transpose(0, 2, 3, 1), np.asarray(batch[label_key], dtype=np.int64)
 
 
 def open_cifar(info: dict, raw_dir: Path) -> Source:
     (archive,) = [raw_dir / name for name in info["files"] if name != "source.json"]
-    names, splits = read_cifar_archive(archive, info["dataset"])
+    variant = info["dataset"]
+    names, members = scan_cifar_archive(archive, variant)
 
     def read(split: str):
-        images, labels = splits[split]
-        for i, (image, label) in enumerate(zip(images, labels)):
-            yield RawSample(int(label), encode_png(image), "png", f"{split}:{i}")
+        index = 0
+        for images, labels in iter_cifar_batches(archive, variant, [name for name, _ in members[split]]):
+            for image, label in zip(images, labels):
+                yield RawSample(int(label), encode_png(image), "png", f"{split}:{index}")
+                index += 1
 
-    return Source(names, {s: len(v[1]) for s, v in splits.items()}, read)
+    return Source(names, {split: sum(n for _, n in items) for split, items in members.items()}, read)
 
 
 SOURCES.register("cifar")(open_cifar)

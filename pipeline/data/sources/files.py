@@ -5,10 +5,14 @@
   `data.class_names` file.
 - splitlist: the ImageNet-LT / Places-LT / iNaturalist format, one
   ``relative/path integer_label`` per line, paths relative to the data root.
+
+Memory: imagefolder lists one class folder at a time; splitlist holds its lists'
+paths (about 100 bytes per image), never image bytes.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterable
 
 from pipeline.data.config import SPLITS
 from pipeline.data.errors import DataError
@@ -24,9 +28,9 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
-def _file_reader(root: Path, entries: dict[str, list[tuple[str, int]]]):
+def _file_reader(root: Path, entries: Callable[[str], Iterable[tuple[str, int]]]):
     def read(split: str):
-        for rel, label in entries[split]:
+        for rel, label in entries(split):
             path = root / rel
             try:
                 data = path.read_bytes()
@@ -35,6 +39,10 @@ def _file_reader(root: Path, entries: dict[str, list[tuple[str, int]]]):
             yield RawSample(label, data, path.suffix.lower().lstrip("."), rel, is_file=True)
 
     return read
+
+
+def _class_images(class_dir: Path) -> list[Path]:
+    return sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def open_imagefolder(info: dict, raw_dir: Path) -> Source:
@@ -49,17 +57,21 @@ def open_imagefolder(info: dict, raw_dir: Path) -> Source:
     else:
         names = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
     index = {name: i for i, name in enumerate(names)}
-    entries: dict[str, list[tuple[str, int]]] = {}
+    class_dirs: dict[str, list[Path]] = {}
     for split, directory in split_dirs.items():
-        items = []
-        for class_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        class_dirs[split] = sorted(p for p in directory.iterdir() if p.is_dir())
+        for class_dir in class_dirs[split]:
             if class_dir.name not in index:
                 raise DataError(f"{class_dir}: class folder not among the {len(names)} training classes")
-            for path in sorted(class_dir.rglob("*")):
-                if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                    items.append((str(path.relative_to(root)), index[class_dir.name]))
-        entries[split] = items
-    return Source(names, {s: len(v) for s, v in entries.items()}, _file_reader(root, entries))
+    # A counting walk first (for progress), then one class folder listed at a time while reading.
+    counts = {split: sum(len(_class_images(d)) for d in dirs) for split, dirs in class_dirs.items()}
+
+    def entries(split: str):
+        for class_dir in class_dirs[split]:
+            for path in _class_images(class_dir):
+                yield str(path.relative_to(root)), index[class_dir.name]
+
+    return Source(names, counts, _file_reader(root, entries))
 
 
 def read_split_list(path: Path) -> list[tuple[str, int]]:
@@ -95,7 +107,7 @@ def open_splitlist(info: dict, raw_dir: Path) -> Source:
         if missing:
             raise DataError(f"{info['lists'][split]}: {len(missing)} listed file(s) missing under "
                             f"{root}, e.g. {missing[0]}")
-    return Source(names, {s: len(v) for s, v in entries.items()}, _file_reader(root, entries))
+    return Source(names, {s: len(v) for s, v in entries.items()}, _file_reader(root, entries.__getitem__))
 
 
 SOURCES.register("imagefolder")(open_imagefolder)

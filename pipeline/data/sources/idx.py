@@ -1,8 +1,13 @@
-"""IDX files (MNIST, Fashion-MNIST): uint8 image and label arrays, stored as lossless PNG."""
+"""IDX files (MNIST, Fashion-MNIST): uint8 image and label arrays, stored as lossless PNG.
+
+The files are streamed in chunks of rows, so memory does not grow with the dataset.
+"""
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -13,25 +18,58 @@ from pipeline.data.sources import SOURCES, RawSample, Source
 
 _FILES = {"train": "train-{}-idx{}-ubyte", "test": "t10k-{}-idx{}-ubyte"}
 _UBYTE = 0x08
+_CHUNK_ROWS = 4096
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (optionally gzip-compressed) into a uint8 array."""
-    opener = gzip.open if path.name.endswith(".gz") else open
+def _open(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _read_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
+    magic = handle.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != _UBYTE:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    dims = handle.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise DataError(f"{path}: the header is cut short; truncated?")
+    return tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
+
+
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The array shape an IDX file (optionally gzip-compressed) declares, reading only its header."""
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
+        with _open(path) as handle:
+            return _read_header(handle, path)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE:
-        raise DataError(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes where the header promises {expected}; truncated?")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def iter_idx(path: Path, chunk_rows: int = _CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """The IDX array as consecutive uint8 chunks of `chunk_rows` rows; a file shorter or longer than
+    its header promises raises DataError when the stream reaches the difference."""
+    try:
+        with _open(path) as handle:
+            shape = _read_header(handle, path)
+            row_bytes = math.prod(shape[1:])
+            for start in range(0, shape[0], chunk_rows):
+                rows = min(chunk_rows, shape[0] - start)
+                raw = handle.read(rows * row_bytes)
+                if len(raw) != rows * row_bytes:
+                    raise DataError(f"{path}: ends after {start + len(raw) // row_bytes} of the "
+                                    f"{shape[0]} rows its header promises; truncated?")
+                yield np.frombuffer(raw, dtype=np.uint8).reshape((rows, *shape[1:]))
+            if handle.read(1):
+                raise DataError(f"{path}: longer than the {shape} array its header promises")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from exc
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of a uint8 array (gzip-compressed when the name ends in .gz): the inverse of
+    iter_idx, for synthetic datasets in tests and benchmarks."""
+    header = bytes([0, 0, _UBYTE, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw, mtime=0) if path.name.endswith(".gz") else raw)
 
 
 def _find(raw_dir: Path, stem: str) -> Path:
@@ -42,22 +80,27 @@ def _find(raw_dir: Path, stem: str) -> Path:
 
 
 def open_idx(info: dict, raw_dir: Path) -> Source:
-    arrays = {}
+    files, counts = {}, {}
     for split, pattern in _FILES.items():
-        images = read_idx(_find(raw_dir, pattern.format("images", 3)))
-        labels = read_idx(_find(raw_dir, pattern.format("labels", 1)))
-        if len(images) != len(labels):
-            raise DataError(f"{raw_dir}: {split} has {len(images)} images but {len(labels)} labels")
-        arrays[split] = (images, labels)
+        images = _find(raw_dir, pattern.format("images", 3))
+        labels = _find(raw_dir, pattern.format("labels", 1))
+        num_images, num_labels = idx_shape(images)[0], idx_shape(labels)[0]
+        if num_images != num_labels:
+            raise DataError(f"{raw_dir}: {split} has {num_images} images but {num_labels} labels")
+        files[split], counts[split] = (images, labels), num_images
 
     def read(split: str):
-        images, labels = arrays[split]
+        images, labels = files[split]
         name = _FILES[split].format("images", 3)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            yield RawSample(int(label), encode_png(image), "png", f"{name}:{i}")
+        index = 0
+        # strict: both files are read to their end, so either one's trailing bytes are caught
+        for image_chunk, label_chunk in zip(iter_idx(images), iter_idx(labels), strict=True):
+            for image, label in zip(image_chunk, label_chunk):
+                yield RawSample(int(label), encode_png(image), "png", f"{name}:{index}")
+                index += 1
 
     names = list(DATASETS.get(info["dataset"]).class_names)
-    return Source(names, {s: len(a[1]) for s, a in arrays.items()}, read)
+    return Source(names, counts, read)
 
 
 SOURCES.register("idx")(open_idx)

@@ -1,0 +1,67 @@
+"""The Parquet manifests of the prepare and split stages (their data contracts) and a streaming writer.
+
+Rows are appended one at a time and written as Parquet row groups, so a stage
+holds at most one row group of manifest rows, whatever the dataset size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PREPARED_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("label", pa.int32()),
+    ("class_name", pa.string()),
+    ("split", pa.string()),
+    ("shard", pa.string()),  # relative to the prepared directory, e.g. train/shard-000000.tar
+    ("ext", pa.string()),
+    ("size", pa.int64()),  # bytes of the encoded image
+    ("sha256", pa.string()),  # of the encoded image bytes
+    ("source", pa.string()),  # original relative path, or file:index for array sources
+])
+
+SPLIT_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("label", pa.int32()),
+    ("class_name", pa.string()),
+    ("role", pa.string()),  # train | val
+    ("shard", pa.string()),  # relative to the split directory, e.g. train/shard-000000.tar
+    ("ext", pa.string()),
+    ("size", pa.int64()),
+    ("sha256", pa.string()),
+])
+
+
+class ManifestWriter:
+    """Append rows (one value per schema field, in order) to a Parquet file, `group_rows` per row group."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, group_rows: int = 8_192) -> None:
+        self.schema = schema
+        self.group_rows = group_rows
+        self.num_rows = 0
+        self._writer = pq.ParquetWriter(str(path), schema)
+        self._columns: list[list] = [[] for _ in schema]
+
+    def append(self, *values) -> None:
+        for column, value in zip(self._columns, values, strict=True):
+            column.append(value)
+        self.num_rows += 1
+        if len(self._columns[0]) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._columns[0]:
+            self._writer.write_table(pa.table(self._columns, schema=self.schema))
+            self._columns = [[] for _ in self.schema]
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
