@@ -254,9 +254,15 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
 
 def train_worker(config: dict) -> None:
     """Ray Train entry point: `fit` with Ray's rank, device and checkpoint; reports go to Ray."""
+    import logging
+
     import ray.train
     import ray.train.torch
+    from ray.train.v2._internal.execution import context as report_context
 
+    # Ray Train V2 logs every report at INFO under a logger named by its source file, not "ray.train",
+    # so LoggingConfig(log_level="WARNING") does not reach it; this worker's epoch line says enough.
+    logging.getLogger(report_context.__file__).setLevel(logging.WARNING)
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
     checkpoint = ray.train.get_checkpoint()
