@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         repo = Path(tmp)
         for name in ("dvc.yaml", ".dvcignore"):
             shutil.copy(ROOT / name, repo / name)
-        shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pipeline", "kept_runs"):  # report depends on both
+            shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
             _run(cmd, repo)
