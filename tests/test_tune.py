@@ -135,6 +135,8 @@ def test_sweep_stops_trials_early_keeps_the_best_and_a_rerun_repeats_nothing(tmp
     assert "Configuration for experiment" not in first.stdout + first.stderr  # no Tune tables
     progress = [line for line in first.stdout.splitlines() if line.startswith("tune: ")]
     assert progress[-1].startswith("tune: 4 trials (") and "best val_balanced_accuracy" in progress[-1]
+    done = [int(line.split()[1].split("/")[0]) for line in progress if " done (" in line]
+    assert done == sorted(done) and {1, 2, 3, 4} <= set(done) and done[-1] == 4, progress  # counted per trial
 
     rows = pq.read_table(tmp_path / "tune" / "trials.parquet").to_pylist()
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4

@@ -99,33 +99,47 @@ def _progress(metric: str, num_trials: int, max_epochs: int):
     """A Tune callback printing one compact line whenever a trial ends or the best value improves."""
     from ray.tune import Callback
 
+    def _best(trials) -> tuple[float, str] | None:
+        """(best value, trial id) over every result the trials have reported."""
+        values = [(t.metric_analysis[metric]["max"], t.trial_id) for t in trials if metric in t.metric_analysis]
+        return max(values, default=None)
+
     class SweepProgress(Callback):
+        # Counts are read off the trials on every event, not kept here: a restored sweep restores this
+        # callback's state from before the interruption but passes every trial, old ones included.
         def __init__(self) -> None:
-            self.done, self.early, self.failed, self.best, self.best_trial = 0, 0, 0, None, None
+            self.best = None
             self.started = time.perf_counter()
 
-        def _line(self, trials) -> None:
-            running = sum(t.status == "RUNNING" for t in trials)
-            best = f"{self.best:.4f} (trial {self.best_trial})" if self.best is not None else "-"
-            print(f"tune: {self.done}/{num_trials} done ({self.early} stopped early, {self.failed} failed), "
+        def _line(self, trials, ended=None, failed: bool = False, latest: tuple | None = None) -> None:
+            over = {t.trial_id: t for t in trials if t.status in ("TERMINATED", "ERROR")}
+            errors = {t.trial_id for t in over.values() if t.status == "ERROR"}
+            if ended is not None:
+                over[ended.trial_id] = ended
+                errors |= {ended.trial_id} if failed else set()
+            early = sum(key not in errors and (t.last_result or {}).get("training_iteration", 0) < max_epochs
+                        for key, t in over.items())
+            running = sum(t.status == "RUNNING" and t.trial_id not in over for t in trials)
+            # Tune adds a result to the trial's metric analysis after the callbacks: `latest` is that result
+            best = max(filter(None, (_best(trials), latest)), default=None)
+            best = f"{best[0]:.4f} (trial {best[1]})" if best else "-"
+            print(f"tune: {len(over)}/{num_trials} done ({early} stopped early, {len(errors)} failed), "
                   f"{running} running, best {metric} {best}, {time.perf_counter() - self.started:.0f} s",
                   flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if self.best is None:  # a restored sweep starts from what its earlier trials reached
+                self.best = (_best([t for t in trials if t is not trial]) or (None,))[0]
             value = result.get(metric)
             if value is not None and (self.best is None or value > self.best):
-                self.best, self.best_trial = value, trial.trial_id
-                self._line(trials)
+                self.best = value
+                self._line(trials, latest=(value, trial.trial_id))
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.done += 1
-            self.early += (trial.last_result or {}).get("training_iteration", 0) < max_epochs
-            self._line([t for t in trials if t is not trial])
+            self._line(trials, ended=trial)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self.done += 1
-            self.failed += 1
-            self._line([t for t in trials if t is not trial])
+            self._line(trials, ended=trial, failed=True)
 
     return SweepProgress()
 
