@@ -1,8 +1,6 @@
 """The report stage's work: gather runs, build the page's blocks, write Markdown, HTML, figures and CSV."""
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.config import require
-from pipeline.io import atomic_dir, atomic_file
+from pipeline.io import atomic_dir, write_rows
 from pipeline.reporting import plots
 from pipeline.reporting.document import Block, Heading, Image, Paragraph, Table, to_html, to_markdown
 from pipeline.reporting.gather import gather_runs
@@ -159,10 +157,7 @@ def report_blocks(records: list[RunRecord], skipped: list[str], sweep: Sweep | N
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with atomic_file(path) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+    write_rows(path, [dict(zip(header, row)) for row in rows], header)
 
 
 def write_dvc_plots(root: Path, reliability_path: Path, confusion_path: Path) -> None:
@@ -194,14 +189,12 @@ def build_report(cfg: ReportConfig, root: str | Path, out_dir: str | Path, relia
                 (tmp / "figures" / block.name).write_bytes(block.png)
         (tmp / "report.md").write_text(to_markdown(blocks))
         (tmp / "report.html").write_text(to_html(blocks, TITLE))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*LABEL_HEADERS, "seeds", "runs", *(f"{k}_{s}" for k, _, _ in METRIC_COLUMNS
-                                                             for s in ("mean", "std"))])
-        for row in rows:
-            writer.writerow([*_label_cells(row), " ".join(row.seeds), " ".join(row.runs),
-                             *(v for k, _, _ in METRIC_COLUMNS for v in (row.cells[k].mean, row.cells[k].std))])
-        (tmp / "leaderboard.csv").write_text(buffer.getvalue())
+        _write_csv(tmp / "leaderboard.csv",
+                   [*LABEL_HEADERS, "seeds", "runs", *(f"{k}_{s}" for k, _, _ in METRIC_COLUMNS
+                                                       for s in ("mean", "std"))],
+                   [[*_label_cells(row), " ".join(row.seeds), " ".join(row.runs),
+                     *(v for k, _, _ in METRIC_COLUMNS for v in (row.cells[k].mean, row.cells[k].std))]
+                    for row in rows])
     if (root / PREDICTIONS).is_file():
         write_dvc_plots(root, Path(reliability_path), Path(confusion_path))
     best = best_run(records)

@@ -116,7 +116,8 @@ def _progress(metric: str, num_trials: int, max_epochs: int):
             errors = {t.trial_id for t in over.values() if t.status == "ERROR"}
             if ended is not None:
                 over[ended.trial_id] = ended
-                errors |= {ended.trial_id} if failed else set()
+            if failed:
+                errors.add(ended.trial_id)
             early = sum(key not in errors and (t.last_result or {}).get("training_iteration", 0) < max_epochs
                         for key, t in over.items())
             running = sum(t.status == "RUNNING" and t.trial_id not in over for t in trials)

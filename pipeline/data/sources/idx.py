@@ -4,6 +4,7 @@ The files are streamed in chunks of rows, so memory does not grow with the datas
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 from pathlib import Path
@@ -21,8 +22,14 @@ _UBYTE = 0x08
 _CHUNK_ROWS = 4096
 
 
-def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
+    """The file (gzip or plain) for reading; read errors become one DataError naming it."""
+    try:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as handle:
+            yield handle
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from exc
 
 
 def _read_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
@@ -37,31 +44,25 @@ def _read_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
 
 def idx_shape(path: Path) -> tuple[int, ...]:
     """The array shape an IDX file (optionally gzip-compressed) declares, reading only its header."""
-    try:
-        with _open(path) as handle:
-            return _read_header(handle, path)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from exc
+    with _open(path) as handle:
+        return _read_header(handle, path)
 
 
 def iter_idx(path: Path, chunk_rows: int = _CHUNK_ROWS) -> Iterator[np.ndarray]:
     """The IDX array as consecutive uint8 chunks of `chunk_rows` rows; a file shorter or longer than
     its header promises raises DataError when the stream reaches the difference."""
-    try:
-        with _open(path) as handle:
-            shape = _read_header(handle, path)
-            row_bytes = math.prod(shape[1:])
-            for start in range(0, shape[0], chunk_rows):
-                rows = min(chunk_rows, shape[0] - start)
-                raw = handle.read(rows * row_bytes)
-                if len(raw) != rows * row_bytes:
-                    raise DataError(f"{path}: ends after {start + len(raw) // row_bytes} of the "
-                                    f"{shape[0]} rows its header promises; truncated?")
-                yield np.frombuffer(raw, dtype=np.uint8).reshape((rows, *shape[1:]))
-            if handle.read(1):
-                raise DataError(f"{path}: longer than the {shape} array its header promises")
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from exc
+    with _open(path) as handle:
+        shape = _read_header(handle, path)
+        row_bytes = math.prod(shape[1:])
+        for start in range(0, shape[0], chunk_rows):
+            rows = min(chunk_rows, shape[0] - start)
+            raw = handle.read(rows * row_bytes)
+            if len(raw) != rows * row_bytes:
+                raise DataError(f"{path}: ends after {start + len(raw) // row_bytes} of the "
+                                f"{shape[0]} rows its header promises; truncated?")
+            yield np.frombuffer(raw, dtype=np.uint8).reshape((rows, *shape[1:]))
+        if handle.read(1):
+            raise DataError(f"{path}: longer than the {shape} array its header promises")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
