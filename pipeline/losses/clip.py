@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from pipeline.distributed import gather_batch, replicated
 from pipeline.losses import LOSSES
+from pipeline.precision import float32_compute
 
 
 def _scale(logit_scale: Tensor | float, like: Tensor) -> Tensor:
@@ -28,6 +29,7 @@ class ClipClassText(nn.Module):
 
     cross_batch = False
 
+    @float32_compute
     def forward(self, image_embeddings: Tensor, class_text_embeddings: Tensor, labels: Tensor,
                 logit_scale: Tensor | float) -> dict[str, Tensor]:
         cos = F.normalize(image_embeddings, dim=1) @ F.normalize(class_text_embeddings, dim=1).T
@@ -48,6 +50,7 @@ class ClipInfoNCE(nn.Module):
 
     cross_batch = True
 
+    @float32_compute
     def forward(self, image_embeddings: Tensor, text_embeddings: Tensor,
                 logit_scale: Tensor | float) -> dict[str, Tensor]:
         if image_embeddings.shape != text_embeddings.shape:

@@ -13,6 +13,7 @@ from pipeline.distributed import gather_batch, replicated
 from pipeline.losses import LOSSES
 from pipeline.losses._params import class_counts_tensor, finite, non_negative, positive, require
 from pipeline.losses.cross_entropy import log_prior
+from pipeline.precision import float32_compute
 
 
 def _check_views(view_embeddings: Tensor) -> None:
@@ -26,6 +27,7 @@ def _stack_views(view_embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
     return torch.cat(view_embeddings.unbind(1)), labels.repeat(2)
 
 
+@float32_compute
 def balanced_contrastive_loss(views: Tensor, view_labels: Tensor, prototypes: Tensor, tau: float) -> Tensor:
     """L_bcl of METHODS.md. views (N, d) the anchors, view_labels (N,), prototypes (C, d); all L2-normalised.
 
@@ -76,6 +78,7 @@ class BCL(nn.Module):
         self.logit_adjust_tau = finite(logit_adjust_tau, "logit_adjust_tau")
         self.register_buffer("log_prior", log_prior(class_counts))
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor, view_embeddings: Tensor,
                 prototypes: Tensor) -> dict[str, Tensor]:
         if prototypes.shape[0] != self.log_prior.numel():
@@ -107,6 +110,7 @@ def normal_mask_from_counts(class_counts: Sequence[int], many_threshold: int = 1
     return class_counts_tensor(class_counts) > many_threshold
 
 
+@float32_compute
 def one_to_all_contrastive_loss(view_embeddings: Tensor, labels: Tensor, tau: float) -> Tensor:
     """L_o2a. view_embeddings (B, 2, d) L2-normalised, labels (B,). Every view is an anchor; its only
     positive is the other view of the same image; the denominator holds that positive and every
@@ -121,6 +125,7 @@ def one_to_all_contrastive_loss(view_embeddings: Tensor, labels: Tensor, tau: fl
     return (log_denominator - sim.gather(1, partner[:, None]).squeeze(1)).mean()
 
 
+@float32_compute
 def binary_distribution_consistency(logits: Tensor, binary_logits: Tensor, normal_mask: Tensor) -> Tensor:
     """Symmetric KL, KL(q_bin || q_mc) + KL(q_mc || q_bin), averaged over the batch.
     q_mc = (sum of softmax(logits) over normal classes, over the rest); q_bin = softmax(binary_logits),
@@ -166,6 +171,7 @@ class JRCL(nn.Module):
         self.register_buffer("log_prior", prior)
         self.register_buffer("normal_mask", mask.clone())
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor, view_embeddings: Tensor,
                 binary_logits: Tensor) -> dict[str, Tensor]:
         _check_views(view_embeddings)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from pipeline.losses import LOSSES
 from pipeline.losses._params import class_counts_tensor, finite, non_negative
+from pipeline.precision import float32_compute
 
 
 def log_prior(class_counts: Sequence[int] | Tensor) -> Tensor:
@@ -36,6 +37,7 @@ class CrossEntropy(nn.Module):
 
     cross_batch = False
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         loss = F.cross_entropy(logits, labels)
         return {"loss": loss, "ce_loss": loss}
@@ -57,6 +59,7 @@ class LogitAdjustedCE(nn.Module):
         self.tau = finite(tau, "tau")
         self.register_buffer("log_prior", log_prior(class_counts))
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         shift = self.tau * self.log_prior.to(logits.dtype)
         loss = F.cross_entropy(logits + shift, labels)
@@ -78,6 +81,7 @@ class BalancedSoftmax(nn.Module):
         super().__init__()
         self.register_buffer("log_counts", torch.log(class_counts_tensor(class_counts)))
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         loss = F.cross_entropy(logits + self.log_counts.to(logits.dtype), labels)
         return {"loss": loss, "ce_loss": loss}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from pipeline.losses import LOSSES
 from pipeline.losses._params import class_counts_tensor, non_negative, positive, require
+from pipeline.precision import float32_compute
 
 
 def ldam_margins(class_counts: Sequence[int] | Tensor, max_margin: float = 0.5) -> Tensor:
@@ -55,6 +56,7 @@ class LDAMDRW(nn.Module):
         self.register_buffer("margins", ldam_margins(class_counts, max_margin))
         self.register_buffer("drw_weights", drw_weights(class_counts, beta))
 
+    @float32_compute
     def forward(self, logits: Tensor, labels: Tensor, *, epoch: int) -> dict[str, Tensor]:
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch: must be an int >= 0, got {epoch!r}")
@@ -66,6 +68,7 @@ class LDAMDRW(nn.Module):
         return {"loss": loss, "ldam_loss": loss}
 
 
+@float32_compute
 def angular_margin_logits(features: Tensor, weight: Tensor, labels: Tensor, s: float, m: float) -> Tensor:
     """ArcFace-form logits: s * cos(theta_j) for j != y, s * cos(theta_y + m) for the true class.
     features (B, D), weight (C, D); theta_j is the angle between f and w_j."""
@@ -78,6 +81,7 @@ def angular_margin_logits(features: Tensor, weight: Tensor, labels: Tensor, s: f
     return s * cos.scatter(1, labels[:, None], cos_y_margin)
 
 
+@float32_compute
 def hyperspherical_uniformity(weight: Tensor, t: float = 2.0) -> Tensor:
     """log( mean over i != j of exp(-t * ||w_i - w_j||^2) ) on L2-normalised rows of weight (C, D).
     Lower means the class directions are spread more evenly."""
@@ -90,6 +94,7 @@ def hyperspherical_uniformity(weight: Tensor, t: float = 2.0) -> Tensor:
     return torch.logsumexp(-t * sq_dist[off_diagonal], dim=0) - math.log(classes * (classes - 1))
 
 
+@float32_compute
 def feature_norm_hinge(features: Tensor, radius: float) -> Tensor:
     """mean( max(0, R - ||f||)^2 ): penalises features shorter than R. features (B, D)."""
     return F.relu(radius - features.norm(dim=1)).pow(2).mean()
@@ -123,6 +128,7 @@ class DecoupledRegularisation(nn.Module):
         self.lambda_n = non_negative(lambda_n, "lambda_n")
         self.radius = non_negative(radius, "radius")
 
+    @float32_compute
     def forward(self, features: Tensor, weight: Tensor, labels: Tensor) -> dict[str, Tensor]:
         aam = F.cross_entropy(angular_margin_logits(features, weight, labels, self.s, self.m), labels)
         uniformity = hyperspherical_uniformity(weight, self.t)

@@ -3,6 +3,9 @@
 ``HEADS`` entries are built as ``HEADS.get(name)(in_features, num_classes, **kwargs)``
 and expose ``.weight`` (C, in_features), the class weight matrix that losses
 such as BCL (class prototypes) or the uniformity regulariser read.
+Every classifier head computes in float32 and returns float32 logits, whatever
+the feature dtype or autocast policy (pipeline.precision): the head is a tiny
+share of the compute, and its logits feed scaled softmaxes.
 ``ProjectionMLP`` is BCL's embedding head; it is not a classifier, so it is
 not in the registry.
 """
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.precision import float32_compute, to_float32
 from pipeline.registry import Registry
 
 HEADS: Registry[type[nn.Module]] = Registry("head")
@@ -30,6 +34,10 @@ class LinearHead(nn.Linear):
         super().__init__(in_features, num_classes, bias=bias)
         self.num_classes = num_classes
 
+    @float32_compute
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(features)
+
 
 @HEADS.register("cosine")
 class CosineHead(nn.Module):
@@ -44,6 +52,7 @@ class CosineHead(nn.Module):
         # Row norms do not matter (they are normalised away); uniform init as nn.Linear.
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
+    @float32_compute
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).t()
 
@@ -73,6 +82,7 @@ class LWSHead(nn.Module):
         """The effective class weights g_c * w_c."""
         return self.scales[:, None] * self.linear.weight
 
+    @float32_compute
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scales * self.linear(features)
 
@@ -110,6 +120,7 @@ class TauNormHead(nn.Module):
     def weight(self) -> torch.Tensor:
         return tau_normalize(self.raw_weight, self.t)
 
+    @float32_compute
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.weight.t()
 
@@ -145,6 +156,7 @@ class BalancedAdapterHead(nn.Module):
         mixed = self.alpha * self.adapter(features) + (1.0 - self.alpha) * features
         return F.normalize(mixed, dim=1)
 
+    @float32_compute
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.adapt(features) @ self.weight.t()
 
@@ -169,4 +181,5 @@ class ProjectionMLP(nn.Module):
         self.out_features = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=1)
+        # The MLP runs in the caller's precision; the unit vectors the contrastive loss compares are float32.
+        return F.normalize(to_float32(self.net(x)), dim=1)
