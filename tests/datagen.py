@@ -107,3 +107,23 @@ def make_digits_split(root: Path, **split) -> Path:
     options.update(split)
     build_split(SplitConfig(**options), root / "prepared", root / "split", root / "stats.json", root / "counts.csv")
     return root / "split"
+
+
+def make_split_lists(root: Path, lists: dict[str, str], counts: dict[str, list[int]],
+                     class_names: str | None = None) -> None:
+    """An ImageNet-LT / Places-LT style dataset under `root`: JPEGs in nested folders and one list
+    file per split (`lists`: split -> file name) of "relative/path integer_label" lines;
+    counts[split][c] images of class c. `class_names`: also write that file, one name per line."""
+    seed = 0
+    for split, name in lists.items():
+        lines = []
+        for label, n in enumerate(counts[split]):
+            folder = root / split / f"n{label:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (folder / f"{i:04d}.JPEG").write_bytes(image_bytes(seed, size=16))
+                lines.append(f"{split}/n{label:08d}/{i:04d}.JPEG {label}")
+                seed += 1
+        (root / name).write_text("\n".join(lines) + "\n")
+    if class_names:
+        (root / class_names).write_text("".join(f"thing {c}\n" for c in range(len(counts["train"]))))
