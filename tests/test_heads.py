@@ -1,4 +1,4 @@
-"""Heads: every registered head runs forward and backward; the formulas of METHODS.md hold."""
+"""Heads: every registered head runs forward and backward; the formulas of docs/methods.md hold."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Split arithmetic of METHODS.md: profiles, the CIFAR-LT selection rule, carve-out and groups."""
+"""Split arithmetic (docs/methods.md): profiles, the CIFAR-LT selection rule, carve-out and groups."""
 import numpy as np
 import pytest
 

@@ -25,7 +25,7 @@ def test_weights_in_unit_interval_with_mean_half():
     assert w.min() >= 0.0 and w.max() <= 1.0
     assert w.mean().item() == pytest.approx(0.5, abs=1e-12)
     assert min(w.min().item(), 1 - w.max().item()) == pytest.approx(0.0, abs=1e-12)  # an extreme hits 0 or 1
-    # the literal METHODS.md formula
+    # the literal formula of docs/methods.md
     m = torch.tensor([tracker.value(k) for k in keys], dtype=torch.float64)
     z = (m - m.mean()) / m.std(unbiased=False)
     assert torch.allclose(w, (z / z.abs().max()) / 2 + 0.5)

@@ -1,4 +1,4 @@
-"""Long-tailed metrics of METHODS.md: hand-worked golden values, group boundaries, sklearn agreement."""
+"""Long-tailed metrics (docs/methods.md): hand-worked golden values, group boundaries, sklearn agreement."""
 import math
 
 import numpy as np

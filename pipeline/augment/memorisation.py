@@ -1,4 +1,4 @@
-"""Memorisation-driven augmentation (ECVL stage 2, METHODS.md "momentum loss").
+"""Memorisation-driven augmentation (ECVL stage 2, "momentum loss"; docs/methods.md).
 
 ``MomentumLossTracker`` keeps a momentum loss m_i per sample key and turns it
 into augmentation weights w_i in [0, 1]; ``PerSampleRandAugment`` augments
@@ -37,10 +37,10 @@ class LossStats:
 
 
 class MomentumLossTracker:
-    """Per-sample momentum loss (ECVL, reconstructed in METHODS.md): m_i = l_i first, then an EMA.
+    """Per-sample momentum loss (ECVL, reconstructed; docs/methods.md): m_i = l_i first, then an EMA.
 
     ``update`` is one observation per key: m_i <- l_i the first time key i is
-    seen, afterwards m_i <- momentum * m_i + (1 - momentum) * l_i. METHODS.md
+    seen, afterwards m_i <- momentum * m_i + (1 - momentum) * l_i. The method
     observes once per epoch; duplicate keys within one call are averaged first,
     so a call with a whole epoch's losses is exactly one observation.
 
@@ -91,7 +91,7 @@ class MomentumLossTracker:
     def weights(self, keys: Sequence[str], stats: LossStats | None = None) -> torch.Tensor:
         """Augmentation weights w in [0, 1] (mean 0.5 over the tracked samples) for `keys`.
 
-        METHODS.md: w = (m - mean m) / std m, then w = (w / max|w|) / 2 + 1/2. The
+        The method's rule: w = (m - mean m) / std m, then w = (w / max|w|) / 2 + 1/2. The
         std cancels, so w = (m - mean) / (2 max|m - mean|) + 1/2, computed from
         `stats` (default: this tracker's; pass the merged stats of all shards
         for global normalisation). If every m is equal (std = 0) all w = 0.5.

@@ -51,7 +51,7 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """The long-tailed training split (params section `split`; METHODS.md 'Datasets and splits')."""
+    """The long-tailed training split (params section `split`; docs/methods.md section 1)."""
 
     profile: str = "exp"
     imbalance_ratio: float = 100.0

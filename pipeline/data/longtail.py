@@ -1,6 +1,6 @@
 """The science of the split: long-tailed class profiles, sample selection, validation carve-out, groups.
 
-Pure functions on label arrays, following METHODS.md "Datasets and splits".
+Pure functions on label arrays, the protocol of docs/methods.md section 1.
 """
 from __future__ import annotations
 

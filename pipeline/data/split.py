@@ -131,7 +131,7 @@ def _copy_rows(prepared: Path, index: _Index, rows: np.ndarray, role: str, out: 
 
 def build_split(cfg: SplitConfig, prepared_dir: str | Path, out_dir: str | Path,
                 stats_path: str | Path, class_counts_path: str | Path) -> SplitSummary:
-    """Write the long-tailed split of METHODS.md from the prepare stage's output.
+    """Write the long-tailed split (docs/methods.md) from the prepare stage's output.
 
     Streams: the stage holds a fixed-width index of the manifest (see _Index) and
     `_BATCH_ROWS` rows of its strings, never the images of more than one sample.

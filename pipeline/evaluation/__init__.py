@@ -1,4 +1,4 @@
-"""Evaluation: the long-tailed metrics of METHODS.md, defined once (metrics.py)."""
+"""Evaluation: the long-tailed metrics of docs/methods.md, defined once (metrics.py)."""
 from pipeline.evaluation.metrics import (
     GROUPS,
     ReliabilityBins,

@@ -1,5 +1,5 @@
 """The evaluate stage: the best model of the last training stage over the test shards, on Ray workers
-(each test image exactly once), then predictions and the metrics of METHODS.md written to disk."""
+(each test image exactly once), then predictions and the metrics of docs/methods.md written to disk."""
 from __future__ import annotations
 
 import time

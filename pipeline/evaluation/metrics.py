@@ -1,4 +1,4 @@
-"""Long-tailed classification metrics of METHODS.md "Metrics (evaluate stage)", defined once.
+"""Long-tailed classification metrics (docs/methods.md section 6), defined once.
 
 Pure numpy functions on saved test predictions, shared by the evaluate stage, the
 training loop's validation and the report. Conventions (all values are fractions in [0, 1]):

@@ -1,8 +1,10 @@
-"""Losses of METHODS.md, one file per family, each registered under its params.yaml name.
+"""The training losses (formulas in docs/methods.md), one file per family, each registered under its params.yaml name.
 
 Every loss is an nn.Module whose forward takes explicit tensors and returns
 {"loss": total, "<part>_loss": ...}. Losses with ``cross_batch = True`` gather
 the global batch across ranks; see pipeline.distributed for the backward rule.
+Every forward computes in float32 and returns float32 whatever the input dtype or
+autocast policy (pipeline.precision.float32_compute).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def _scale(logit_scale: Tensor | float, like: Tensor) -> Tensor:
 class ClipClassText(nn.Module):
     """Image-to-class-text classification: CE over all C class prompts of logit_scale * cos(image, text_c).
 
-    Source: METHODS.md seed method 2 (ECVL stage 1); the CLIP logit-scale convention of open_clip.
+    Source: ECVL stage 1 (docs/methods.md); the CLIP logit-scale convention of open_clip.
     forward(image_embeddings (B, d), class_text_embeddings (C, d) one embedding per class prompt,
     labels (B,), logit_scale: scalar, the multiplicative scale (exp of CLIP's learnt log-scale)).
     Embeddings are L2-normalised here, so raw tower outputs are fine. No coefficients.
@@ -41,8 +41,8 @@ class ClipClassText(nn.Module):
 class ClipInfoNCE(nn.Module):
     """Symmetric in-batch InfoNCE of CLIP: mean of image->text and text->image CE over the global batch.
 
-    Source: CLIP (Radford et al. 2021) contrastive objective, as in open_clip's ClipLoss; METHODS.md
-    seed method 2 lists it as the stage-1 option.
+    Source: CLIP (Radford et al. 2021) contrastive objective, as in open_clip's ClipLoss; ECVL's
+    stage-1 option (docs/methods.md).
     forward(image_embeddings (B, d), text_embeddings (B, d) row i is image i's caption,
     logit_scale: scalar multiplicative scale). Embeddings are L2-normalised here. Computed on the
     global batch across ranks. No coefficients.

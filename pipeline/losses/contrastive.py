@@ -29,7 +29,7 @@ def _stack_views(view_embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 
 @float32_compute
 def balanced_contrastive_loss(views: Tensor, view_labels: Tensor, prototypes: Tensor, tau: float) -> Tensor:
-    """L_bcl of METHODS.md. views (N, d) the anchors, view_labels (N,), prototypes (C, d); all L2-normalised.
+    """L_bcl (docs/methods.md). views (N, d) the anchors, view_labels (N,), prototypes (C, d); all L2-normalised.
 
     A = views + prototypes. For anchor i: positives = every other element of A with label y_i;
     the denominator sums exp(z_i.z_j / tau) / w_ij over j in A, j != i, where w_ij is the count of
@@ -58,7 +58,7 @@ class BCL(nn.Module):
     """Balanced contrastive learning: alpha * LA-CE(z of view 0) + beta * L_bcl.
 
     Source: official code of BCL, Zhu et al. CVPR 2022 (class-averaging, class-complement prototypes,
-    logit-adjusted CE), as specified in METHODS.md.
+    logit-adjusted CE), as described in docs/methods.md.
     forward(logits (B, C) cosine-classifier logits of view 0 (already scaled by s),
     labels (B,), view_embeddings (B, 2, d) L2-normalised contrastive embeddings of views 1 and 2,
     prototypes (C, d) L2-normalised class prototypes). Computed on the global batch across ranks.
@@ -143,7 +143,7 @@ class JRCL(nn.Module):
     """Joint representation and classifier learning: CE (or LA-CE) + lambda_con * L_o2a
     + lambda_bdc * (L_bdc + L_bin).
 
-    Source: reconstructed from the abstract (METHODS.md seed method 3, our formulation).
+    Source: reconstructed from the abstract (our formulation, docs/methods.md).
     forward(logits (B, C) multi-class logits, labels (B,), view_embeddings (B, 2, d) L2-normalised
     contrastive embeddings of two views, binary_logits (B, 2) auxiliary binary head on the same
     feature, column 0 = "normal", column 1 = rest). Computed on the global batch across ranks.

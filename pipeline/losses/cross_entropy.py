@@ -47,7 +47,7 @@ class CrossEntropy(nn.Module):
 class LogitAdjustedCE(nn.Module):
     """Logit-adjusted cross-entropy, training form: CE(z + tau * log pi, y).
 
-    Source: Menon et al., "Long-tail learning via logit adjustment", ICLR 2021 (METHODS.md baselines).
+    Source: Menon et al., "Long-tail learning via logit adjustment", ICLR 2021 (docs/methods.md).
     forward(logits (B, C), labels (B,)). class_counts: training images per class (C,);
     tau: adjustment strength (1 in the paper; 0 gives plain CE).
     """
@@ -70,7 +70,7 @@ class LogitAdjustedCE(nn.Module):
 class BalancedSoftmax(nn.Module):
     """Balanced softmax: CE(z + log n_c, y), the tau = 1 member of the logit-adjustment family.
 
-    Source: Ren et al., "Balanced Meta-Softmax", NeurIPS 2020 (METHODS.md baselines).
+    Source: Ren et al., "Balanced Meta-Softmax", NeurIPS 2020 (docs/methods.md).
     forward(logits (B, C), labels (B,)). class_counts: training images per class (C,). No other
     coefficient. (Same value as LogitAdjustedCE(tau=1): log n_c and log pi_c differ by a constant.)
     """

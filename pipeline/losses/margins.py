@@ -104,7 +104,7 @@ def feature_norm_hinge(features: Tensor, radius: float) -> Tensor:
 class DecoupledRegularisation(nn.Module):
     """Decoupling and regularisation loss: L_aam + lambda_u * L_u + lambda_n * L_norm.
 
-    Source: reconstructed from the abstract (METHODS.md seed method 4, our formulation).
+    Source: reconstructed from the abstract (our formulation, docs/methods.md).
     forward(features (B, D) un-normalised backbone features, weight (C, D) classifier weights,
     labels (B,)).
     s: logit scale of the angular-margin CE; m: additive angular margin in radians (the swept

@@ -200,7 +200,7 @@ def _build_tiny(spec: ClipSpec) -> ClipBundle:
 
 
 def _fill(template: str, classname: str) -> str:
-    # METHODS.md writes prompts as "a photo of a {class}."; open_clip's lists use "{}".
+    # Our templates write "a photo of a {class}." (docs/methods.md); open_clip's lists use "{}".
     return template.replace("{class}", classname) if "{class}" in template else template.format(classname)
 
 

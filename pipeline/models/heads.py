@@ -127,7 +127,7 @@ class TauNormHead(nn.Module):
 
 @HEADS.register("balanced_adapter")
 class BalancedAdapterHead(nn.Module):
-    """ECVL stage 2 balanced linear adapter (BALLAD-style residual adapter, reconstructed in METHODS.md).
+    """ECVL stage 2 balanced linear adapter (BALLAD-style residual adapter, reconstructed; docs/methods.md).
 
     f' = alpha * (A f + b) + (1 - alpha) * f; logits = logit_scale * normalize(f') . T,
     with T the frozen, L2-normalised class-text embeddings (C, in_features).

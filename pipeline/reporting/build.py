@@ -91,7 +91,7 @@ def published_blocks(rows: list[LeaderboardRow]) -> list[Block]:
                                ("many", "medium", "few"))
         theirs_groups = "/".join(f"{v:.1f}" for v in figure.groups) if figure.groups else "-"
         matched.append((name, figure.method, format_cell(row.cells["top1"]), figure.top1, ours_groups, theirs_groups))
-    blocks: list[Block] = [Heading("Published figures (METHODS.md)")]
+    blocks: list[Block] = [Heading("Published figures (docs/methods.md)")]
     if matched:
         blocks.append(Table(("our configuration", "published method", "our top-1", "published top-1",
                              "our many/medium/few", "published many/medium/few"), tuple(matched),

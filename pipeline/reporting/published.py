@@ -1,4 +1,4 @@
-"""Published figures of METHODS.md ("Published figures to compare with") and when a run may sit beside them.
+"""Published figures (docs/methods.md section 7) and when a run may sit beside them.
 
 A figure is comparable only under its protocol: the same dataset and imbalance, the same
 backbone and the same training length. Anything else is reported as not comparable, saying why.
@@ -69,5 +69,5 @@ def comparable(label: RunLabel) -> tuple[Protocol | None, Figure | None, str]:
             if figure.ours == (label.stage1, label.stage2):
                 return protocol, figure, f"same protocol as {protocol.benchmark}"
         return protocol, None, f"{protocol.benchmark}: no published figure for {label.stage1} + {label.stage2}"
-    return None, None, (f"no published figures for dataset {label.dataset!r} (METHODS.md lists "
+    return None, None, (f"no published figures for dataset {label.dataset!r} (docs/methods.md lists "
                         f"{', '.join(p.benchmark for p in PUBLISHED)} and ImageNet-LT)")

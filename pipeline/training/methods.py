@@ -3,8 +3,8 @@
 The training loop only ever calls `forward` (one step's loss dict), `logits`
 (inference) and `end_epoch`; a new method is a new registered class, never an
 edit to the loop. Each class carries a `Params` dataclass: its knobs from
-params.yaml `stage1.params`, with METHODS.md's values as defaults where
-METHODS.md gives them.
+params.yaml `stage1.params`, with the published values as defaults where
+there are any (docs/methods.md lists every knob).
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def _cosine(task: Task, scale: float) -> Callable[[int], nn.Module]:
 
 @STAGE1.register("ce")
 class CE(ClassifierMethod):
-    """Plain cross-entropy with a linear classifier (METHODS.md baseline)."""
+    """Plain cross-entropy with a linear classifier (the baseline)."""
 
     def __init__(self, params: ClassifierMethod.Params, task: Task) -> None:
         super().__init__(task, _linear(task), CrossEntropy())

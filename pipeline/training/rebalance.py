@@ -131,7 +131,7 @@ class TauNormalisation(_HeadOnFrozen):
 class BalancedAdapter(FrozenStage1):
     """ECVL stage 2: balanced linear adapter with residual factor alpha on frozen CLIP towers,
     classifying against the frozen class-text embeddings, with memorisation-driven RandAugment:
-    each sample's augmentation strength follows its momentum loss (METHODS.md)."""
+    each sample's augmentation strength follows its momentum loss (docs/methods.md)."""
 
     view_presets = ("none",)  # augmentation is per sample, in augment()
 

@@ -1,1 +1,1 @@
-"""Hyperparameter sweeps: Ray Tune + Optuna over the METHODS.md sweep parameters."""
+"""Hyperparameter sweeps: Ray Tune + Optuna over the sweep parameters of docs/methods.md."""

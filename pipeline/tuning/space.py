@@ -1,6 +1,6 @@
 """What a sweep can search, and how a sampled value reaches a stage's configuration.
 
-The sweep parameters of METHODS.md are method-independent names (temperature,
+The sweep parameters (docs/methods.md) are method-independent names (temperature,
 margin, residual factor, augmentation magnitude; plus lr and weight decay); each
 maps to the knob of the methods that have it. A name the chosen method does not
 use is a ConfigError naming it, never a silently ignored dimension.

@@ -1,6 +1,7 @@
 """Running a sweep on Ray Tune: OptunaSearch (seeded TPE) proposes, ASHA stops poor trials early.
 
-Ray Train V2 runs under Tune through a driver function per trial (ECOSYSTEM.md):
+Ray Train V2 runs under Tune through a driver function per trial (a V2 trainer is
+not a Tune trainable itself):
 each trial fits one TorchTrainer per swept stage, named after the trial, and a
 TuneReportCallback forwards every epoch's validation metrics to Tune. The
 experiment is named after a hash of the sweep and the library source; rerunning
