@@ -87,3 +87,18 @@ def test_repro_refuses_stages_that_are_not_a_prefix_of_the_dag(tmp_path):
                            "--out", str(tmp_path / "x.json")], cwd=ROOT, env=command_env(), capture_output=True,
                           text=True)
     assert done.returncode == 2 and "prefix of the DAG" in done.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_method_table_over_seeds(tmp_path):
+    result = run_benchmark("methods", tmp_path, "--methods", "ce,bcl", "--seeds", "2")
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["ce", "bcl", "ce + crt", "ce + lws", "ce + tau_norm"]
+    assert result["setting"]["seeds"] == 2 and result["setting"]["measured_under_load"] is False
+    for name, row in rows.items():
+        per_seed = result["runs"][name]
+        assert [r["seed"] for r in per_seed] == [0, 1] and row["seeds"] == 2
+        for metric in ("top1", "many_accuracy", "medium_accuracy", "few_accuracy", "macro_f1", "ece"):
+            values = [100 * r[metric] if metric != "ece" else r[metric] for r in per_seed]
+            assert row[metric] == round(sum(values) / 2, 4)
+            assert row[f"{metric}_std"] == round(abs(values[0] - values[1]) / math.sqrt(2), 4)
+        assert all(0 <= r["top1"] <= 1 and 0 <= r["ece"] <= 1 for r in per_seed)
