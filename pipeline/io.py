@@ -1,8 +1,14 @@
-"""Atomic writes and hashing: an interrupted stage never leaves a half-written output."""
+"""Atomic writes and hashing: an interrupted stage never leaves a half-written output.
+
+Temporary paths sit beside their target and carry the writer's pid (`.{name}.tmp-{pid}-XXXX`), so
+the next write of the same target removes what a killed writer left, and never a live writer's.
+Outputs get the permissions of a plain `open` / `mkdir` under the process umask, not mkdtemp's 0700.
+"""
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -10,6 +16,45 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (another thread may be
+    creating files meanwhile); elsewhere set briefly to the most restrictive value and restored."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temporary siblings of `target` left by writers that no longer run; return them."""
+    removed = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        kind, _, rest = path.name[len(target.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -20,7 +65,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
+    tmp.chmod(0o777 & ~current_umask())
     try:
         yield tmp
     except BaseException:
@@ -40,8 +87,10 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside `target` for writing; rename it onto `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.replace(tmp, target)

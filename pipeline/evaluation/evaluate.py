@@ -57,7 +57,7 @@ def predict_on_ray(job: EvalJob, cfg: RayConfig) -> dict:
                                                 logging_config=_quiet()))
     result = trainer.fit()
     if result.error is not None:
-        raise RuntimeError(f"evaluation failed: {result.error}")
+        raise RuntimeError(f"evaluation failed: {result.error}") from result.error
     return result.return_value
 
 
