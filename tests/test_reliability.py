@@ -246,3 +246,80 @@ def test_outputs_honour_the_umask(tmp_path, capsys):
     assert modes["prepared"] == 0o755 and modes["prepared/train"] == 0o755
     assert modes["prepared/manifest.parquet"] == 0o644 and modes["prepared/summary.json"] == 0o644
     assert set(modes.values()) == {0o755, 0o644}
+
+
+# ----------------------------------------------------------------------------- DVC sees a changed image
+
+@pytest.mark.slow
+def test_dvc_repro_reruns_prepare_when_an_image_under_imagefolder_changes(tmp_path):
+    from tools import run_command
+
+    root = Path(__file__).resolve().parents[1]
+    repo, tree = tmp_path / "repo", tmp_path / "tree"
+    files = make_image_tree(tree, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        (repo / name).write_bytes((root / name).read_bytes())
+    subprocess.run(["cp", "-r", str(root / "pipeline"), str(repo / "pipeline")], check=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"] = {"dataset": "imagefolder", "path": str(tree)}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run_command(cmd, repo)
+
+    def manifest_hashes() -> dict:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(repo / "data" / "prepared" / "manifest.parquet").to_pylist()
+        return {row["source"]: row["sha256"] for row in rows}
+
+    assert "Running stage 'prepare'" in run_command(["dvc", "repro", "prepare"], repo)
+    first = manifest_hashes()
+    unchanged = run_command(["dvc", "repro", "prepare"], repo)
+    assert "Stage 'prepare' didn't change" in unchanged and "Running stage 'prepare'" not in unchanged
+    (tree / "train" / "b" / "001.jpg").write_bytes(image_bytes(99))
+    changed = run_command(["dvc", "repro", "prepare"], repo)
+    assert "Running stage 'prepare'" in changed
+    second = manifest_hashes()
+    assert {k for k in first if first[k] != second[k]} == {"train/b/001.jpg"} and len(first) == len(files)
+
+
+# ----------------------------------------------------------------------------- shards checked before training
+
+@pytest.fixture(scope="module")
+def digits_split(tmp_path_factory) -> Path:
+    from datagen import make_digits_split
+
+    return make_digits_split(tmp_path_factory.mktemp("digits"))
+
+
+def _train_first_shard(split: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of `split` to damage, and its first training shard."""
+    copy = tmp_path / "split"
+    subprocess.run(["cp", "-r", str(split), str(copy)], check=True)
+    return copy, sorted((copy / "train").glob("shard-*.tar"))[0]
+
+
+def _stage1(tmp_path: Path, split: Path) -> int:
+    params = {"stage1": {"method": "la", "epochs": 1, "batch_size": 32}, "model": {"image_size": 8}}
+    return stage(tmp_path, "stage1", params, "--split", str(split), "--out", str(tmp_path / "out"),
+                 "--metrics", str(tmp_path / "m.json"), "--history", str(tmp_path / "h.tsv"))
+
+
+def test_truncated_shard_fails_before_ray_starts(digits_split, tmp_path, capsys):
+    split, shard = _train_first_shard(digits_split, tmp_path)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2 + 100])
+    assert_failed(_stage1(tmp_path, split), capsys, f"{shard}: ", "truncated")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tampered_image_fails_before_ray_starts(digits_split, tmp_path, capsys):
+    from pipeline.data.shards import index_shard
+
+    split, shard = _train_first_shard(digits_split, tmp_path)
+    key, ref = sorted(index_shard(shard).items())[3]
+    data = bytearray(shard.read_bytes())
+    data[ref.offset + ref.size - 20] ^= 0xFF  # one image's bytes changed, the tar stays valid
+    shard.write_bytes(bytes(data))
+    assert_failed(_stage1(tmp_path, split), capsys, f"{shard}: {key}.png does not match the manifest's sha256")
+    assert not (tmp_path / "out").exists()

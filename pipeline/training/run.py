@@ -13,6 +13,7 @@ import torch
 from pipeline.config import from_mapping
 from pipeline.data.errors import DataError
 from pipeline.data.manifest import read_manifest
+from pipeline.data.verify import verify_shards
 from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.storage import absolute, exists, join, open_binary
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
@@ -26,7 +27,8 @@ WEIGHTS_FILE = "model.pt"
 
 def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str, tuple[str, ...]], int]:
     """The Task of a split stage output, its shards per role and the training size. `split_dir`
-    may be a path (made absolute) or an fsspec URL on shared storage; shards are named the same way."""
+    may be a path (made absolute) or an fsspec URL on shared storage; shards are named the same way.
+    Every shard is checked against the manifest first (pipeline.data.verify)."""
     split_dir = absolute(split_dir)
     _require_file(join(split_dir, "stats.json"), "the split stage (dvc repro split)")
     with open_binary(join(split_dir, "stats.json")) as handle:
@@ -36,7 +38,8 @@ def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str
                 model=model)
     manifest_path = join(split_dir, "manifest.parquet")
     with open_binary(manifest_path) as handle:
-        manifest = read_manifest(handle, ["role", "shard"], manifest_path)
+        manifest = read_manifest(handle, ["key", "label", "role", "shard", "size", "sha256"], manifest_path)
+    verify_shards(manifest, split_dir, "split shards")  # before any Ray worker reads them
     shards = {role: tuple(sorted({join(split_dir, r["shard"]) for r in manifest if r["role"] == role}))
               for role in ("train", "val")}
     return task, shards, stats["train_total"]
