@@ -20,11 +20,9 @@ import yaml
 from PIL import Image
 
 from datagen import image_bytes, make_cifar_archive, make_image_tree
-from pipeline.data.decode import decode_image
 from pipeline.data.errors import DataError
-from pipeline.data.loader import read_shard
+from pipeline.data.loader import decode_image, read_shard
 from stages.__main__ import main as ltp
-from stages.errors import expected_failure
 from test_bad_input import assert_failed, fetch_prepare, splitlist_params, stage
 
 
@@ -151,6 +149,8 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
 def test_data_error_inside_ray_workers_is_unwrapped():
     from ray.train import WorkerGroupError
     from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+
+    from stages.errors import expected_failure
 
     inner = DataError("/data/split/train/shard-000003.tar: not a readable shard: unexpected end of data")
     failed = WorkerGroupError("rank 1 failed", {1: UserExceptionWithTraceback(inner, "Traceback ...")})
