@@ -1,7 +1,8 @@
 """Atomic writes and hashing: an interrupted stage never leaves a half-written output.
 
-Temporary paths sit beside their target and carry the writer's pid (`.{name}.tmp-{pid}-XXXX`), so
-the next write of the same target removes what a killed writer left, and never a live writer's.
+Temporary paths sit beside their target and carry the writer's pid and host
+(`.{name}.tmp-{pid}-{host}-XXXX`), so the next write of the same target on that host removes what a
+killed writer left, and never a live writer's.
 Outputs get the permissions of a plain `open` / `mkdir` under the process umask, not mkdtemp's 0700.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -40,13 +42,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Temporary names carry the writer: pid and host (shared storage may have writers on several hosts;
+# only this host's pids can be checked).
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    return f"{os.getpid()}-{_HOST}"
+
+
 def remove_stale_temps(target: Path) -> list[Path]:
-    """Remove the temporary siblings of `target` left by writers that no longer run; return them."""
+    """Remove the temporary siblings of `target` left by writers on this host that no longer run."""
     removed = []
-    for path in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*-*-*"):
         kind, _, rest = path.name[len(target.name) + 2:].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+        pid, _, host = rest.partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or host[:8] != _HOST or _pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         removed.append(path)
@@ -54,7 +65,7 @@ def remove_stale_temps(target: Path) -> list[Path]:
 
 
 def _temp_prefix(target: Path) -> str:
-    return f".{target.name}.tmp-{os.getpid()}-"
+    return f".{target.name}.tmp-{_writer_tag()}-"
 
 
 @contextlib.contextmanager
@@ -75,7 +86,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         raise
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{_writer_tag()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:

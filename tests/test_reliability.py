@@ -223,7 +223,9 @@ def test_temp_dirs_of_killed_runs_are_removed_by_the_next(tmp_path, capsys):
     _killed_inside_atomic_dir(tmp_path / "prepared")  # the next writer removes what the first left
     (second,) = tmp_path.glob(".prepared.tmp-*")
     assert second != first and (second / "part").is_file()
-    live = tmp_path / f".prepared.tmp-{os.getpid()}-live"  # a writer that still runs keeps its own
+    from pipeline.io import _HOST
+
+    live = tmp_path / f".prepared.tmp-{os.getpid()}-{_HOST}-live"  # a writer that still runs keeps its own
     live.mkdir()
     assert fetch_prepare(tmp_path, params) == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "params.yaml", "prepared", "raw"]
