@@ -7,6 +7,7 @@ naming the full params key (e.g. ``split.imbalance_ratio``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
@@ -67,6 +68,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, key, f"expected a number, got {value!r}")
+        # YAML's .inf / .nan parse as floats; no knob means them, and they fail only deep in training
+        require(math.isfinite(value), key, f"expected a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         require(isinstance(value, str), key, f"expected a string, got {value!r}")

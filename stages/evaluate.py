@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipeline.config import parse_section
+from pipeline.data.manifest import read_manifest
+from pipeline.data.verify import verify_shards
 from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
 from pipeline.training.config import RayConfig
 from stages.common import load_params, run_stage
@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> str:
         ray_cfg = parse_section(RayConfig, load_params(args.params), "ray")
         prepared = Path(args.prepared).resolve()
-        manifest = pq.read_table(prepared / "manifest.parquet", columns=["split", "shard"]).to_pylist()
-        shards = tuple(sorted({str(prepared / r["shard"]) for r in manifest if r["split"] == "test"}))
+        manifest = read_manifest(prepared / "manifest.parquet", ["key", "label", "split", "shard", "size", "sha256"])
+        test = [row for row in manifest if row["split"] == "test"]
+        verify_shards(test, str(prepared), "test shards")  # before any Ray worker reads them
+        shards = tuple(sorted({str(prepared / r["shard"]) for r in test}))
         job = EvalJob(str(Path(args.run).resolve()), shards, loader_workers=ray_cfg.loader_workers)
         m = write_evaluation(predict_on_ray(job, ray_cfg), args.run, args.out, args.metrics)
         return (f"evaluate: {m['num_samples']:,} test images, top-1 {m['top1']:.4f}, balanced "
@@ -33,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['medium_accuracy']:.3f}/{m['few_accuracy']:.3f}, macro-F1 {m['macro_f1']:.4f}, "
                 f"ECE {m['ece']:.4f}")
 
-    return run_stage(body)
+    return run_stage(body, "evaluate", [args.out, args.metrics])

@@ -20,4 +20,4 @@ def main(argv: list[str] | None = None) -> int:
         info = fetch(cfg, args.out)
         return f"fetched {info['dataset']} from {info['origin']} into {args.out}"
 
-    return run_stage(body)
+    return run_stage(body, "fetch", [args.out])

@@ -6,6 +6,7 @@ import argparse
 from pipeline.config import parse_section
 from pipeline.data.config import PrepareConfig
 from pipeline.data.prepare import prepare
+from pipeline.training.config import ModelConfig
 from stages.common import load_params, run_stage
 
 
@@ -17,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> str:
-        cfg = parse_section(PrepareConfig, load_params(args.params), "prepare")
-        return prepare(cfg, args.raw, args.out).line()
+        params = load_params(args.params)
+        cfg = parse_section(PrepareConfig, params, "prepare")
+        channels = parse_section(ModelConfig, params, "model").channels  # decoded as training will
+        return prepare(cfg, args.raw, args.out, channels).line()
 
-    return run_stage(body)
+    return run_stage(body, "prepare", [args.out])

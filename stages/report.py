@@ -21,4 +21,4 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_section(ReportConfig, load_params(args.params), "report")
         return build_report(cfg, args.root, args.out, args.reliability, args.confusion).line()
 
-    return run_stage(body)
+    return run_stage(body, "report", [args.out, args.reliability, args.confusion])

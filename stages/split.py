@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_section(SplitConfig, load_params(args.params), "split")
         return build_split(cfg, args.prepared, args.out, args.stats, args.class_counts).line()
 
-    return run_stage(body)
+    return run_stage(body, "split", [args.out, args.stats, args.class_counts])

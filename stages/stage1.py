@@ -30,4 +30,4 @@ def main(argv: list[str] | None = None) -> int:
         assemble_method("stage1", stage, task)  # bad method params fail here, before Ray starts
         return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
 
-    return run_stage(body)
+    return run_stage(body, "stage1", [args.out, args.metrics, args.history])

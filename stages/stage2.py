@@ -34,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
         assemble_method("stage2", stage, task, stage1_cfg, weights)  # bad params fail before Ray starts
         return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
 
-    return run_stage(body)
+    return run_stage(body, "stage2", [args.out, args.metrics, args.history])

@@ -34,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
         task, shards, num_train = load_task(args.split, model)
         return tune_stage(cfg, stages, task, shards, num_train, ray_cfg, paths)
 
-    return run_stage(body)
+    return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])

@@ -154,7 +154,28 @@ def _describe_local_source(spec: DatasetSpec, cfg: DataConfig) -> dict:
         if not names.is_file():
             raise DataError(f"data.class_names: {names} does not exist")
         info["class_names"] = str(names)
+    info["content"] = content_digest(info)
     return info
+
+
+def content_digest(info: dict) -> dict:
+    """SHA-256 over what the source will give prepare: class names, then per split each image's
+    path, label and bytes in reading order. A file tree outside the workspace is no DVC dependency;
+    with this in source.json (fetch always runs) a changed, added or removed image changes
+    `data/raw`, and `dvc repro` reruns prepare."""
+    from pipeline.data.config import SPLITS
+    from pipeline.data.sources import SOURCES
+
+    source = SOURCES.get(info["source"])(info, Path())
+    digest = hashlib.sha256("\n".join(source.class_names).encode())
+    total = 0
+    for split in (s for s in SPLITS if s in source.counts):
+        for sample in tqdm(source.read(split), total=source.counts[split], desc=f"fetch: hash {split}",
+                           unit="img", mininterval=1.0):
+            digest.update(f"\0{split}\0{sample.source}\0{sample.label}\0{len(sample.data)}\0".encode())
+            digest.update(sample.data)
+            total += 1
+    return {"sha256": digest.hexdigest(), "images": total}
 
 
 def fetch(cfg: DataConfig, out_dir: str | Path) -> dict:

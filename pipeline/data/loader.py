@@ -26,7 +26,6 @@ augmentation and normalisation happen later, on the training device.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import tarfile
 from typing import IO, Iterable, Iterator, Sequence
@@ -34,19 +33,15 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode
-from torchvision.io import decode_image as _torchvision_decode
-from torchvision.transforms.v2 import functional as TF
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from pipeline.data.decode import READ_MODES as _READ_MODES
+from pipeline.data.decode import decode_image
 from pipeline.data.errors import DataError
 from pipeline.samplers import repeat_stream
 from pipeline.storage import open_binary
 
-_READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
-_PIL_MODES = {1: "L", 3: "RGB"}
 # Purposes of the per-iteration random generators (part of their seeds).
 _ORDER, _SAMPLES = 0, 1
 
@@ -118,42 +113,6 @@ def _sample(group: dict, url: str) -> dict:
     if not text.isdigit():
         raise DataError(f"{url}: sample {key!r} has label {text!r}, expected a non-negative integer")
     return {"key": key, "label": int(text), "data": group[images[0]], "ext": images[0]}
-
-
-def decode_image(data: bytes, channels: int, size: int | None = None) -> torch.Tensor:
-    """Encoded image bytes -> uint8 tensor (channels, H, W), resized (antialiased) to size x size if given.
-
-    torchvision decodes JPEG / PNG / WebP / GIF (first frame); anything else
-    goes through PIL. Undecodable bytes raise ValueError.
-    """
-    if channels not in _READ_MODES:
-        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if size is not None and size < 1:
-        raise ValueError(f"size must be >= 1 or None, got {size}")
-    if not data:
-        raise ValueError("empty image bytes")
-    try:
-        image = _torchvision_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                    mode=_READ_MODES[channels])
-    except RuntimeError:
-        image = _decode_with_pil(data, channels)
-    if image.ndim == 4:  # animated GIF: keep the first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNG
-        image = TF.to_dtype(image, torch.uint8, scale=True)
-    if size is not None and tuple(image.shape[-2:]) != (size, size):
-        image = TF.resize(image, [size, size], antialias=True)
-    return image
-
-
-def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            array = np.array(image.convert(_PIL_MODES[channels]), dtype=np.uint8)
-    except OSError as exc:  # includes PIL.UnidentifiedImageError
-        raise ValueError(f"cannot decode {len(data)} image bytes with torchvision or PIL: {exc}") from exc
-    tensor = torch.from_numpy(array)
-    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
 
 # ----------------------------------------------------------------------------- the streams

@@ -5,10 +5,14 @@ holds at most one row group of manifest rows, whatever the dataset size.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import IO, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.data.errors import DataError
 
 PREPARED_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -65,3 +69,24 @@ class ManifestWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def manifest_errors(name: str | Path) -> Iterator[None]:
+    """Parquet errors while reading manifest `name` become one DataError naming it."""
+    try:
+        yield
+    except pa.ArrowException as exc:
+        raise DataError(f"{name}: not a readable Parquet manifest ({exc}); rerun the stage that wrote it") from exc
+
+
+def open_manifest(source: str | Path | IO[bytes], name: str | Path | None = None) -> pq.ParquetFile:
+    """A manifest for reading; an unreadable file raises DataError naming it (`name`, default `source`)."""
+    with manifest_errors(name or source):
+        return pq.ParquetFile(source)
+
+
+def read_manifest(source: str | Path | IO[bytes], columns: list[str], name: str | Path | None = None) -> list[dict]:
+    """The rows of a manifest (only `columns`); an unreadable file or a missing column raises DataError."""
+    with manifest_errors(name or source):
+        return open_manifest(source, name).read(columns=columns).to_pylist()

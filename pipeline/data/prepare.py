@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, PrepareConfig
+from pipeline.data.decode import decode_image
 from pipeline.data.errors import DataError
 from pipeline.data.manifest import PREPARED_SCHEMA, ManifestWriter
 from pipeline.data.shards import ShardSetWriter
@@ -36,13 +35,13 @@ class PrepareSummary:
                 f"({self.total_bytes / 1e6:.1f} MB){skipped} in {self.seconds:.1f} s")
 
 
-def is_decodable(data: bytes) -> bool:
+def decode_problem(data: bytes, channels: int) -> str | None:
+    """Why training could not decode `data` as `channels` channels (its own decode), or None."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        return True
-    except Exception:  # PIL raises many types for damaged files
-        return False
+        decode_image(data, channels)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_label(sample: RawSample, num_classes: int, split: str) -> None:
@@ -51,8 +50,11 @@ def _check_label(sample: RawSample, num_classes: int, split: str) -> None:
                         f"0..{num_classes - 1} ({num_classes} classes)")
 
 
-def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> PrepareSummary:
+def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path, channels: int = 1) -> PrepareSummary:
     """Write `out_dir/{split}/shard-*.tar`, `manifest.parquet`, `classes.json`, `summary.json`.
+
+    Every image is decoded as training will decode it (`channels`: params `model.channels`), so an
+    image that training could not read is caught here (`cfg.on_corrupt`), never in a shard.
 
     Streams: one sample, the open shard and one manifest row group are in memory at a time (the
     sources read in chunks too), so peak memory does not grow with the dataset.
@@ -71,9 +73,10 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> Pre
                            unit="img", mininterval=1.0)
             for index, sample in enumerate(samples):
                 _check_label(sample, len(names), split)
-                if sample.is_file and not is_decodable(sample.data):
+                problem = decode_problem(sample.data, channels)
+                if problem is not None:
                     if cfg.on_corrupt == "error":
-                        raise DataError(f"{info.get('origin', raw_dir)}/{sample.source}: corrupt image "
+                        raise DataError(f"{info.get('origin', raw_dir)}/{sample.source}: corrupt image: {problem} "
                                         "(set prepare.on_corrupt: skip to skip and count such files)")
                     skipped += 1
                     continue

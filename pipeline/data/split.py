@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, SplitConfig
 from pipeline.data.errors import DataError
 from pipeline.data.longtail import assign_groups, carve_validation, select_longtail, target_counts
-from pipeline.data.manifest import SPLIT_SCHEMA, ManifestWriter
+from pipeline.data.manifest import SPLIT_SCHEMA, ManifestWriter, manifest_errors, open_manifest
 from pipeline.data.shards import MemberReader, MemberRef, ShardSetWriter, index_shard
 from pipeline.io import atomic_dir, write_json, write_rows
 
@@ -56,16 +55,17 @@ class _Index:
 def _batches(manifest: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, list]]]:
     """(first row number, {column: values}) for consecutive batches of the manifest."""
     start = 0
-    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
-        yield start, batch.to_pydict()
-        start += batch.num_rows
+    with manifest_errors(manifest):
+        for batch in open_manifest(manifest).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+            yield start, batch.to_pydict()
+            start += batch.num_rows
 
 
 def _read_index(prepared: Path) -> _Index:
     """One streaming pass over the manifest; train and val images are located through their shards'
     tar headers, one shard at a time (the manifest lists each shard's rows together)."""
     manifest = prepared / "manifest.parquet"
-    rows = pq.ParquetFile(manifest).metadata.num_rows
+    rows = open_manifest(manifest).metadata.num_rows
     index = _Index(np.empty(rows, np.int32), np.empty(rows, np.int8), np.full(rows, -1, np.int64),
                    np.full(rows, -1, np.int64))
     shard, members = None, {}

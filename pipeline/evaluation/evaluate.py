@@ -14,7 +14,7 @@ import torch
 from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
 from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.training.config import RayConfig
-from pipeline.training.launch import _quiet, init_ray, storage_uri
+from pipeline.training.launch import _quiet, init_ray, storage_uri, torch_config
 from pipeline.training.loop import assemble_method, gathered_predictions
 from pipeline.training.run import WEIGHTS_FILE, load_job
 
@@ -49,7 +49,7 @@ def predict_on_ray(job: EvalJob, cfg: RayConfig) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {})}
-    trainer = TorchTrainer(evaluate_worker, train_loop_config={"job": job},
+    trainer = TorchTrainer(evaluate_worker, train_loop_config={"job": job}, torch_config=torch_config(),
                            scaling_config=ScalingConfig(num_workers=cfg.num_workers,
                                                         use_gpu=cfg.gpus_per_worker > 0,
                                                         resources_per_worker=resources),
@@ -57,7 +57,7 @@ def predict_on_ray(job: EvalJob, cfg: RayConfig) -> dict:
                                                 logging_config=_quiet()))
     result = trainer.fit()
     if result.error is not None:
-        raise RuntimeError(f"evaluation failed: {result.error}")
+        raise RuntimeError(f"evaluation failed: {result.error}") from result.error
     return result.return_value
 
 

@@ -1,6 +1,7 @@
 """Typed configuration of training (params sections `model`, `stage1`, `stage2`, `ray`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,9 +52,13 @@ class StageConfig:
     compile: bool = False  # torch.compile the method's training forward (pays a compile on first use)
 
     def validate(self, section: str) -> "StageConfig":
+        if _trains(section, self.method):
+            require(self.epochs >= 1, f"{section}.epochs",
+                    f"must be >= 1 for {self.method!r}, which trains (0 would write an untrained model)")
         require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")
         require(self.batch_size >= 2, f"{section}.batch_size", "must be >= 2")
-        require(self.lr > 0, f"{section}.lr", "must be > 0")
+        require(math.isfinite(self.lr) and self.lr > 0, f"{section}.lr", f"must be a finite number > 0, got {self.lr}")
+        require(math.isfinite(self.weight_decay), f"{section}.weight_decay", "must be finite")
         require(0 <= self.momentum < 1, f"{section}.momentum", "must be in [0, 1)")
         require(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
         require(0 <= self.warmup_epochs <= max(self.epochs, 0), f"{section}.warmup_epochs",
@@ -66,6 +71,18 @@ class StageConfig:
             require(self.sampler in SAMPLERS, f"{section}.sampler",
                     f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS.names())}")
         return self
+
+
+def _trains(section: str, method: str) -> bool:
+    """Whether `method` of stage `section` learns anything (unknown names are left to the registry's
+    own error when the method is assembled)."""
+    if section == "stage1":
+        from pipeline.training.methods import STAGE1 as registry
+    elif section == "stage2":
+        from pipeline.training.rebalance import STAGE2 as registry
+    else:
+        return True
+    return method not in registry or registry.get(method).trains
 
 
 @dataclass(frozen=True)

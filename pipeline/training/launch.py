@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.io import write_rows
 from pipeline.training.config import RayConfig
 from pipeline.training.loop import TrainJob, train_worker
+from pipeline.training.loopback import in_local_session, leave_session_env, start_session_env
 
 
 # Ray replaces a 127.0.0.1 node address by the machine's outward IP unless cluster mode is off, as it
@@ -26,9 +27,10 @@ def _quiet():
 
 
 def init_ray(cfg: RayConfig, *, min_cpus: float = 0, log_to_driver: bool = True) -> None:
-    """Join `ray.address` or $RAY_ADDRESS when given; otherwise start a local Ray on 127.0.0.1 with at
-    least `min_cpus` logical CPUs (default: enough for one run of cfg). `log_to_driver=False` keeps the
-    workers' output out of this process's (a sweep prints its own progress)."""
+    """Join `ray.address` or $RAY_ADDRESS when given; otherwise start a local Ray with at least
+    `min_cpus` logical CPUs (default: enough for one run of cfg), every listener on 127.0.0.1 and a
+    token of its own (pipeline.training.loopback). `log_to_driver=False` keeps the workers' output
+    out of this process's (a sweep prints its own progress)."""
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if not address:
         os.environ.update(LOOPBACK_ONLY)
@@ -39,6 +41,7 @@ def init_ray(cfg: RayConfig, *, min_cpus: float = 0, log_to_driver: bool = True)
     # Workers print their per-epoch line once, unpatched (Ray Train would re-log every print).
     runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     if address:
+        leave_session_env()
         # A cluster job's driver inherits the job's runtime env (its working_dir among it); passing one
         # here would replace it and Ray would delete the working directory under the running driver.
         # cluster/runtime_env.yaml sets the print patch variable for submitted jobs instead.
@@ -51,6 +54,7 @@ def init_ray(cfg: RayConfig, *, min_cpus: float = 0, log_to_driver: bool = True)
         port = _free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         os.environ.update(api)
+        start_session_env()
         runtime_env["env_vars"].update(api)
         ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
                  dashboard_port=port, logging_config=_quiet(), runtime_env=runtime_env, log_to_driver=log_to_driver)
@@ -81,6 +85,16 @@ def epoch_log(path: str | Path):
     return EpochLog()
 
 
+def torch_config():
+    """Ray Train's TorchConfig for this process: in a local session (its driver, or a Tune trial
+    inside it) the DDP rendezvous on 127.0.0.1 only; on a cluster Ray's own."""
+    if not in_local_session():
+        return None
+    from pipeline.training.loopback_store import LoopbackTorchConfig
+
+    return LoopbackTorchConfig()
+
+
 def storage_uri(path: str) -> str:
     """Ray's storage_path: a URL as given, a local path made absolute (workers run elsewhere)."""
     return path if "://" in path else str(Path(path).resolve())
@@ -99,6 +113,7 @@ def run_training(job: TrainJob, cfg: RayConfig, run_name: str, callbacks: list):
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"job": job},
+        torch_config=torch_config(),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=storage_uri(cfg.storage_path),

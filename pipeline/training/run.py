@@ -8,11 +8,12 @@ import json
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import from_mapping
 from pipeline.data.errors import DataError
+from pipeline.data.manifest import read_manifest
+from pipeline.data.verify import verify_shards
 from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.storage import absolute, exists, join, open_binary
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
@@ -26,7 +27,8 @@ WEIGHTS_FILE = "model.pt"
 
 def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str, tuple[str, ...]], int]:
     """The Task of a split stage output, its shards per role and the training size. `split_dir`
-    may be a path (made absolute) or an fsspec URL on shared storage; shards are named the same way."""
+    may be a path (made absolute) or an fsspec URL on shared storage; shards are named the same way.
+    Every shard is checked against the manifest first (pipeline.data.verify)."""
     split_dir = absolute(split_dir)
     _require_file(join(split_dir, "stats.json"), "the split stage (dvc repro split)")
     with open_binary(join(split_dir, "stats.json")) as handle:
@@ -34,8 +36,10 @@ def load_task(split_dir: str | Path, model: ModelConfig) -> tuple[Task, dict[str
     task = Task(class_counts=tuple(stats["class_counts"].values()), class_names=tuple(stats["class_counts"]),
                 many_threshold=stats["thresholds"]["many_above"], few_threshold=stats["thresholds"]["few_below"],
                 model=model)
-    with open_binary(join(split_dir, "manifest.parquet")) as handle:
-        manifest = pq.read_table(handle, columns=["role", "shard"]).to_pylist()
+    manifest_path = join(split_dir, "manifest.parquet")
+    with open_binary(manifest_path) as handle:
+        manifest = read_manifest(handle, ["key", "label", "role", "shard", "size", "sha256"], manifest_path)
+    verify_shards(manifest, split_dir, "split shards")  # before any Ray worker reads them
     shards = {role: tuple(sorted({join(split_dir, r["shard"]) for r in manifest if r["role"] == role}))
               for role in ("train", "val")}
     return task, shards, stats["train_total"]
@@ -85,7 +89,7 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
     started = time.perf_counter()
     result = run_training(job, ray_cfg, run_name(job), [epoch_log(history_path)])
     if result.error is not None:
-        raise RuntimeError(f"{job.stage} training failed: {result.error}")
+        raise RuntimeError(f"{job.stage} training failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"{job.stage}: the run reported no checkpoint; see the Ray log above")
     with result.checkpoint.as_directory() as directory:

@@ -19,7 +19,6 @@ class RawSample:
     data: bytes  # encoded image bytes (original file bytes, or lossless PNG for arrays)
     ext: str  # file extension without dot, lower case: png, jpg, ...
     source: str  # where it came from: a relative path, or "file:index" for array sources
-    is_file: bool = False  # original file bytes (checked for corruption) vs. encoded here
 
 
 @dataclass

@@ -37,11 +37,34 @@ def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
         raise DataError(f"{archive}: not a readable CIFAR archive ({exc}); truncated or corrupt?") from exc
 
 
+# The only callables a CIFAR batch needs: numpy's array reconstruction (numpy 1 and 2 module
+# paths) and, for batches pickled by Python 3 at protocol 2, the latin-1 encoding of bytes.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Dicts, lists, strings, bytes, numbers and numpy arrays only: a tampered archive
+    (`data.verify: false` accepts unknown ones) cannot name any other callable, so it cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"forbidden global {module}.{name} (a CIFAR batch holds only "
+                                         "dicts, lists, strings, bytes and numpy arrays)")
+        return super().find_class(module, name)
+
+
 def _unpickle(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> dict:
     try:
-        obj = pickle.load(tar.extractfile(member), encoding="bytes")
-    except Exception as exc:  # any unpickling failure means a damaged archive
+        obj = _BatchUnpickler(tar.extractfile(member), encoding="bytes").load()
+    except Exception as exc:  # any unpickling failure means a damaged (or tampered) archive
         raise DataError(f"{archive}: member {member.name} cannot be read ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{archive}: member {member.name} holds a {type(obj).__name__}, not a CIFAR batch dict")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 

@@ -11,6 +11,7 @@ paths (about 100 bytes per image), never image bytes.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -36,7 +37,7 @@ def _file_reader(root: Path, entries: Callable[[str], Iterable[tuple[str, int]]]
                 data = path.read_bytes()
             except OSError as exc:
                 raise DataError(f"{path}: cannot be read ({exc})") from exc
-            yield RawSample(label, data, path.suffix.lower().lstrip("."), rel, is_file=True)
+            yield RawSample(label, data, path.suffix.lower().lstrip("."), rel)
 
     return read
 
@@ -74,6 +75,13 @@ def open_imagefolder(info: dict, raw_dir: Path) -> Source:
     return Source(names, counts, _file_reader(root, entries))
 
 
+def is_confined(rel: str) -> bool:
+    """Whether relative path `rel` stays under its root (judged from the text: symlinks inside the
+    root may point elsewhere, as datasets on shared storage often do)."""
+    normal = os.path.normpath(rel)
+    return not os.path.isabs(rel) and normal != ".." and not normal.startswith(".." + os.sep)
+
+
 def read_split_list(path: Path) -> list[tuple[str, int]]:
     """Parse 'relative/path label' lines; duplicates and malformed lines raise DataError."""
     items: list[tuple[str, int]] = []
@@ -85,6 +93,9 @@ def read_split_list(path: Path) -> list[tuple[str, int]]:
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{path}:{number}: expected 'relative/path integer_label', got {line!r}")
         rel, label = parts[0].strip(), int(parts[1])
+        if not is_confined(rel):
+            raise DataError(f"{path}:{number}: path {rel!r} leads outside the data root; list paths are "
+                            "relative to it (data.path) and may not climb out with '..'")
         if rel in seen:
             raise DataError(f"{path}:{number}: duplicate path {rel!r} (first on line {seen[rel]})")
         seen[rel] = number
