@@ -14,32 +14,14 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from datagen import write_shards
 from pipeline.data.errors import DataError
 from pipeline.data.loader import (EvalStream, TrainStream, decode_image, make_loader, rank_shards, read_shard,
                                   steps_per_epoch)
-from pipeline.data.shards import ShardSetWriter, encode_png
 from pipeline.samplers import SAMPLERS
 
 # torchvision 0.29 deprecates its image decoders (in favour of TorchCodec) with a warning on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-
-PER_SHARD = 20
-
-
-def write_shards(directory: Path, labels, channels: int = 1, seed: int = 0):
-    """Shards of PER_SHARD samples (8x8 random PNGs); returns (shard paths, {key: (shard, label, array)})."""
-    rng = np.random.default_rng(seed)
-    writer = ShardSetWriter(directory, max_samples=PER_SHARD, max_bytes=10**9)
-    samples = {}
-    shape = (8, 8) if channels == 1 else (8, 8, channels)
-    for index, label in enumerate(labels):
-        key = f"s{index:04d}"
-        array = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        shard = writer.write(key, int(label), "png", encode_png(array))
-        samples[key] = (str(directory / shard), int(label), array)
-    writer.close()
-    return [str(directory / f"shard-{i:06d}.tar") for i in range(writer.num_shards)], samples
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
