@@ -242,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parser(__doc__).parse_args(argv)
     # epochs: one warm-up + the timed ones (the median of the timed epochs is reported)
-    train, epochs, batch = (64, 2, 32) if args.small else (10_847, 4, 256)
+    train, epochs, batch = (128, 2, 32) if args.small else (10_847, 4, 256)
     rows, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = prepared_cifar(Path(tmp), train, 50 if args.small else 1_000)
+        prepared = prepared_cifar(Path(tmp), train, 100 if args.small else 1_000)
         for method in ("bcl", "ce"):
             for device in ("cpu", "cuda"):
                 if device == "cuda" and not torch.cuda.is_available():
