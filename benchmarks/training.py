@@ -14,7 +14,7 @@ utilisation sampled every 50 ms over the timed epochs. The breakdown times our p
 epoch's steps: the loader (resident gather), the augmentation (all views), the step (forward,
 backward, optimiser on one fixed batch of views).
 
-    python -m benchmarks.training [--small] [--out FILE]
+    python -m benchmarks.training [--small] [--devices cpu,cuda] [--out FILE]
 
 The full setting (10,847 training images, batch 256, 1 + 3 epochs) is the GPU measurement; on a
 CPU-only machine its CUDA rows say "not measured (no GPU lent)". --small is the CPU test setting.
@@ -240,14 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["--child"]:
         child(*sys.argv[2:8])
         return 0
-    args = parser(__doc__).parse_args(argv)
+    cli = parser(__doc__)
+    cli.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to measure (default cpu,cuda)")
+    args = cli.parse_args(argv)
     # epochs: one warm-up + the timed ones (the median of the timed epochs is reported)
     train, epochs, batch = (128, 2, 32) if args.small else (10_847, 4, 256)
     rows, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepared_cifar(Path(tmp), train, 100 if args.small else 1_000)
         for method in ("bcl", "ce"):
-            for device in ("cpu", "cuda"):
+            for device in args.devices.split(","):
                 if device == "cuda" and not torch.cuda.is_available():
                     rows.append({"method": method, "device": device, **{
                         f"{loop}_{figure}": NO_GPU for loop in LOOPS
