@@ -3,16 +3,14 @@ and resumed on two DDP ranks (gloo, in-process loop, no Ray) ends exactly as the
 import os
 import pathlib
 import shutil
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from datagen import make_digits_split
+from tools import spawn_ranks
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, CheckpointError
 from pipeline.training.config import ModelConfig, StageConfig
@@ -89,22 +87,9 @@ def _rank(rank: int, port: int, split: str, out: str, kill_after: int, resume_fr
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _two_ranks(split: Path, out: Path, kill_after: int = 0, resume_from: str = "") -> list[list[dict]]:
     out.mkdir()
-    context = mp.spawn(_rank, args=(_free_port(), str(split), str(out), kill_after, resume_from), nprocs=WORLD,
-                       join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            raise TimeoutError(f"2-rank training did not finish in {TIMEOUT_S} s")
+    spawn_ranks(_rank, (str(split), str(out), kill_after, resume_from), WORLD, TIMEOUT_S)
     return [torch.load(out / f"reports{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
