@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.shards import ShardSetWriter, encode_png
 from pipeline.data.sources.idx import write_idx
 
 
@@ -127,3 +128,21 @@ def make_split_lists(root: Path, lists: dict[str, str], counts: dict[str, list[i
         (root / name).write_text("\n".join(lines) + "\n")
     if class_names:
         (root / class_names).write_text("".join(f"thing {c}\n" for c in range(len(counts["train"]))))
+
+
+PER_SHARD = 20
+
+
+def write_shards(directory: Path, labels, channels: int = 1, seed: int = 0):
+    """Shards of PER_SHARD samples (8x8 random PNGs); returns (shard paths, {key: (shard, label, array)})."""
+    rng = np.random.default_rng(seed)
+    writer = ShardSetWriter(directory, max_samples=PER_SHARD, max_bytes=10**9)
+    samples = {}
+    shape = (8, 8) if channels == 1 else (8, 8, channels)
+    for index, label in enumerate(labels):
+        key = f"s{index:04d}"
+        array = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        shard = writer.write(key, int(label), "png", encode_png(array))
+        samples[key] = (str(directory / shard), int(label), array)
+    writer.close()
+    return [str(directory / f"shard-{i:06d}.tar") for i in range(writer.num_shards)], samples

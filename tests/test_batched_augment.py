@@ -81,3 +81,34 @@ def test_batched_presets_keep_shape_and_dtype_and_follow_the_seed():
     for view, repeat in zip(views, again):
         assert view.shape == images.shape and view.dtype == torch.uint8 and torch.equal(view, repeat)
     assert not torch.equal(views[1], views[2])
+
+
+def _op_count(augment, batch: int) -> int:
+    images = _images(3, n=batch)
+    weights = torch.rand(batch, generator=torch.Generator().manual_seed(batch))
+    generator = torch.Generator().manual_seed(0)
+    augment(images, weights, generator)  # warm-up: lazy initialisation is not part of a call
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        augment(images, weights, generator)
+    # Operators called from Python (top level): what runs inside one (e.g. a CPU convolution's choice of
+    # algorithm by size) is the backend's business.
+    return len([event for event in profile.events() if event.name.startswith("aten::") and event.cpu_parent is None])
+
+
+@pytest.mark.parametrize("preset", ["strong", "memorisation"])
+def test_one_call_launches_the_same_ops_for_batch_16_and_1024(preset):
+    """No per-op Python branching on the draws and no per-image loop: the operator count of one call
+    is a constant of the preset (a host sync or a data-dependent branch would change it)."""
+    if preset == "strong":  # crop + flip + RandAugment(2, 9), the contrastive views of BCL
+        randaugment = BatchedRandAugment(num_ops=2, magnitude_max=9.0, magnitude_min=9.0)
+
+        def augment(images, weights, generator):
+            return randaugment(random_crop_flip(images, 4, generator), 1.0, generator)
+    else:  # the memorisation-weighted RandAugment of balanced_adapter: per-image weights
+        augment = BatchedRandAugment(num_ops=2, magnitude_max=10.0)
+    assert _op_count(augment, 16) == _op_count(augment, 1024)
+
+
+def test_weights_outside_the_unit_interval_are_refused_per_image():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        BatchedRandAugment()(_images(1, n=2), torch.tensor([0.5, 1.5]))

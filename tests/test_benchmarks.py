@@ -62,16 +62,24 @@ def test_peak_memory_of_prepare_and_split_on_three_sizes(tmp_path):
 
 
 def test_training_throughput_ours_and_reference_cpu_and_gpu_columns(tmp_path):
-    rows = run_benchmark("training", tmp_path)["rows"]
+    result = run_benchmark("training", tmp_path)
+    rows = result["rows"]
     assert [(r["method"], r["device"]) for r in rows] == [("bcl", "cpu"), ("bcl", "cuda"), ("ce", "cpu"),
                                                           ("ce", "cuda")]
-    figures = ("ours_images_per_s", "reference_images_per_s", "speedup", "ours_peak_memory_mb",
-               "reference_peak_memory_mb")
+    assert isinstance(result["setting"]["under_load"], bool)
+    loops = ("ours", "reference", "reference_amp")
     for row in rows:
         if row["device"] == "cuda" and not torch.cuda.is_available():
-            assert all(row[f] == NO_GPU for f in figures)  # never an invented number
-        else:
-            assert all(positive(row[f]) for f in figures)
+            assert all(row[f"{loop}_images_per_s"] == NO_GPU for loop in loops)  # never an invented number
+            assert row["speedup"] == NO_GPU
+            continue
+        assert all(positive(row[f"{loop}_{figure}"]) for loop in loops[:2]
+                   for figure in ("images_per_s", "peak_memory_mb"))
+        assert row["speedup"] == round(row["ours_images_per_s"] / row["reference_images_per_s"], 2)
+        assert row["data_path"] == "resident"  # 128 images fit any budget
+        assert all(positive(row[f"{part}_images_per_s"]) for part in ("loader", "augment", "step"))
+        if row["device"] == "cpu":
+            assert row["reference_amp_images_per_s"] == row["ours_gpu_busy"] == "CUDA only"
 
 
 def test_repro_stage_breakdown_of_the_data_stages(tmp_path):

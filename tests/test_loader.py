@@ -14,32 +14,16 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from datagen import write_shards
+from pipeline.data import loader
 from pipeline.data.errors import DataError
 from pipeline.data.loader import (EvalStream, TrainStream, decode_image, make_loader, rank_shards, read_shard,
                                   steps_per_epoch)
-from pipeline.data.shards import ShardSetWriter, encode_png
+from pipeline.data.shards import encode_png
 from pipeline.samplers import SAMPLERS
 
 # torchvision 0.29 deprecates its image decoders (in favour of TorchCodec) with a warning on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-
-PER_SHARD = 20
-
-
-def write_shards(directory: Path, labels, channels: int = 1, seed: int = 0):
-    """Shards of PER_SHARD samples (8x8 random PNGs); returns (shard paths, {key: (shard, label, array)})."""
-    rng = np.random.default_rng(seed)
-    writer = ShardSetWriter(directory, max_samples=PER_SHARD, max_bytes=10**9)
-    samples = {}
-    shape = (8, 8) if channels == 1 else (8, 8, channels)
-    for index, label in enumerate(labels):
-        key = f"s{index:04d}"
-        array = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        shard = writer.write(key, int(label), "png", encode_png(array))
-        samples[key] = (str(directory / shard), int(label), array)
-    writer.close()
-    return [str(directory / f"shard-{i:06d}.tar") for i in range(writer.num_shards)], samples
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
@@ -275,3 +259,37 @@ def test_make_loader_options(dataset):
     batch = next(iter(make_loader(evaluation, batch_size=4, num_workers=0)))
     assert batch["image"].shape == (4, 3, 4, 4) and batch["image"].dtype == torch.uint8
     assert batch["label"].dtype == torch.int64 and len(batch["key"]) == 4
+
+
+# ----------------------------------------------------------------------------- bytes per loader worker
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 5 workers on 2 cores
+@pytest.mark.parametrize("num_shards,num_workers", [(4, 2), (4, 4), (5, 8)])
+def test_each_loader_worker_reads_only_its_share_of_the_bytes(dataset, tmp_path, monkeypatch, capsys,
+                                                            num_shards, num_workers):
+    """The workers' shard sets are disjoint, each about 1/W of the bytes; with more workers than shards
+    one worker per shard starts (and one line says so) instead of every worker reading every shard."""
+    shards, _ = dataset
+    share = sorted(shards)[:num_shards]
+    log = tmp_path / "opens.log"
+    opened = loader.open_shard
+
+    def counting_open(url):  # runs in the (forked) workers; one line per shard opened
+        with open(log, "a") as handle:
+            handle.write(f"{torch.utils.data.get_worker_info().id} {url}\n")
+        return opened(url)
+
+    monkeypatch.setattr(loader, "open_shard", counting_open)
+    loader_keys(make_loader(train_stream(share), batch_size=5, num_workers=num_workers), 2 * 4 * num_shards)
+    reads: dict[int, set[str]] = {}
+    for line in log.read_text().splitlines():
+        worker, url = line.split(" ", 1)
+        reads.setdefault(int(worker), set()).add(url)
+    started = min(num_workers, num_shards)
+    assert sorted(reads) == list(range(started))
+    assert sorted(url for urls in reads.values() for url in urls) == share  # disjoint, covering
+    total = sum(Path(url).stat().st_size for url in share)
+    for urls in reads.values():
+        assert sum(Path(url).stat().st_size for url in urls) == pytest.approx(total / started, rel=0.1)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("loader:")]
+    assert len(notes) == (num_workers > num_shards)

@@ -7,17 +7,15 @@ Local batch sizes are uneven (3 and 5) on purpose.
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from tools import spawn_ranks
 from pipeline.distributed import backward_scale, gather_batch, replicated, world_size
 from pipeline.losses import BCL, JRCL, ClipInfoNCE, CrossEntropy
 
@@ -134,20 +132,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(out_dir: Path) -> list[dict]:
-    context = mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            raise TimeoutError(f"2-rank gloo run did not finish in {TIMEOUT_S} s")
+    spawn_ranks(_worker, (str(out_dir),), WORLD, TIMEOUT_S)
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
 

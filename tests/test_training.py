@@ -9,8 +9,9 @@ import torch
 
 from datagen import make_digits_split
 from pipeline.training.config import ModelConfig, StageConfig
-from pipeline.training.loop import BEST_FILE, STATE_FILE, TrainJob, assemble_method, fit, gathered_predictions, \
-    load_training_state, validation_metrics
+from pipeline.training import checkpoint
+from pipeline.training.checkpoint import BEST_FILE, STATE_FILE
+from pipeline.training.loop import TrainJob, assemble_method, fit, gathered_predictions, validation_metrics
 from pipeline.training.methods import STAGE1
 from pipeline.training.rebalance import STAGE2
 from pipeline.training.run import load_task
@@ -108,9 +109,9 @@ def test_resume_continues_at_the_next_epoch(split_dir, tmp_path):
 
     with pytest.raises(Stop):
         fit(job, rank=0, world=1, device=CPU, resume=None, report=report_once)
-    resumed = run(job, tmp_path / "resumed", resume=load_training_state(tmp_path / "after1", CPU))
+    resumed = run(job, tmp_path / "resumed", resume=checkpoint.load(tmp_path / "after1", CPU))
     assert [r["epoch"] for r in first] == [1] and [r["epoch"] for r in resumed] == [2, 3]
-    history = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)["history"]
+    history = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3]
     # Same data order, same RNG state: resuming reproduces the uninterrupted run.
     assert [r["train_loss"] for r in first + resumed] == pytest.approx([r["train_loss"] for r in straight])

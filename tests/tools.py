@@ -30,3 +30,28 @@ def committed_checkpoint(storage: Path, earlier: set[Path]) -> bool:
         except json.JSONDecodeError:  # being written right now
             pass
     return False
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a gloo rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_ranks(worker, args: tuple, world: int, timeout_s: float) -> None:
+    """torch.multiprocessing.spawn `worker(rank, port, *args)` on `world` processes (a fresh rendezvous
+    port); fail after `timeout_s` seconds, terminating them."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(worker, args=(free_port(), *args), nprocs=world, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.terminate()
+            raise TimeoutError(f"{world}-rank run did not finish in {timeout_s} s")

@@ -39,11 +39,15 @@ def _check_batch(images: Tensor) -> None:
 
 def crop_flip(images: Tensor, tops: Tensor, lefts: Tensor, flips: Tensor, padding: int) -> Tensor:
     """Image b: zero-pad by `padding`, crop H x W at (tops[b], lefts[b]) of the padded image, then
-    mirror horizontally where flips[b]. Offsets lie in [0, 2 * padding]."""
+    mirror horizontally where flips[b]. Offsets lie in [0, 2 * padding] (checked: one host sync)."""
     _check_batch(images)
-    batch, channels, height, width = images.shape
     if bool(((tops < 0) | (tops > 2 * padding) | (lefts < 0) | (lefts > 2 * padding)).any()):
         raise ValueError(f"crop offsets must lie in [0, {2 * padding}]")
+    return _crop_flip(images, tops, lefts, flips, padding)
+
+
+def _crop_flip(images: Tensor, tops: Tensor, lefts: Tensor, flips: Tensor, padding: int) -> Tensor:
+    batch, channels, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = tops.view(-1, 1) + torch.arange(height, device=images.device)  # (B, H)
     cols = lefts.view(-1, 1) + torch.arange(width, device=images.device)  # (B, W)
@@ -55,23 +59,25 @@ def crop_flip(images: Tensor, tops: Tensor, lefts: Tensor, flips: Tensor, paddin
 
 def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
     """Random crop with zero padding + horizontal flip (p = 0.5), drawn independently per image."""
+    _check_batch(images)
     batch, device = images.shape[0], images.device
     tops = torch.randint(2 * padding + 1, (batch,), generator=generator, device=device)
     lefts = torch.randint(2 * padding + 1, (batch,), generator=generator, device=device)
     flips = torch.rand(batch, generator=generator, device=device) < 0.5
-    return crop_flip(images, tops, lefts, flips, padding)
+    return _crop_flip(images, tops, lefts, flips, padding)  # offsets drawn in range: no check, no sync
 
 
 # ----------------------------------------------------------------------------- RandAugment ops
 
 def _affine(images: Tensor, angle: Tensor, shear: tuple[Tensor, Tensor], translate: tuple[Tensor, Tensor],
-            corner_centre: bool) -> Tensor:
+            corner_centre: Tensor) -> Tensor:
     """torchvision's affine (nearest, fill 0) with per-image angle / shear in degrees and translation in
-    pixels; the centre is the image centre, or the top-left corner when `corner_centre`."""
+    pixels; the centre is the image centre, or the top-left corner where `corner_centre`."""
     batch, _, height, width = images.shape
-    rot, sx, sy = (torch.deg2rad(v.double()) for v in (angle, *shear))
-    cx, cy = (-width * 0.5, -height * 0.5) if corner_centre else (0.0, 0.0)
-    tx, ty = (t.double() for t in translate)
+    rot, sx, sy = (torch.deg2rad(v) for v in (angle, *shear))
+    cx = torch.where(corner_centre, -width * 0.5, 0.0)
+    cy = torch.where(corner_centre, -height * 0.5, 0.0)
+    tx, ty = translate
     # The inverse matrix of torchvision's _get_inverse_affine_matrix (scale 1), per image.
     a = torch.cos(rot - sy) / torch.cos(sy)
     b = -(a * torch.tan(sx) + torch.sin(rot))
@@ -92,10 +98,13 @@ def _affine(images: Tensor, angle: Tensor, shear: tuple[Tensor, Tensor], transla
     return out.round_().to(torch.uint8)
 
 
+def _per_image(values: Tensor) -> Tensor:
+    return values.float().view(-1, 1, 1, 1)
+
+
 def _blend(images: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
     """torchvision's _blend (ratio * a + (1 - ratio) * b, clamped, truncated to uint8) with a per-image ratio."""
-    keep, mix = ratio.float().view(-1, 1, 1, 1), (1.0 - ratio).float().view(-1, 1, 1, 1)
-    return images.mul(keep).add_(other * mix).clamp_(0, 255).to(torch.uint8)
+    return images.mul(_per_image(ratio)).add_(other * _per_image(1.0 - ratio)).clamp_(0, 255).to(torch.uint8)
 
 
 def _grey(images: Tensor) -> Tensor:
@@ -113,7 +122,7 @@ def _sharpen(images: Tensor, factor: Tensor) -> Tensor:
     out = images.float()
     blurred = F.conv2d(out, kernel.expand(channels, 1, 3, 3), groups=channels).round_()
     inner = out[..., 1:-1, 1:-1]
-    inner.add_((blurred - inner) * (1.0 - factor).float().view(-1, 1, 1, 1))
+    inner.add_((blurred - inner) * _per_image(1.0 - factor))
     return out.clamp_(0, 255).to(torch.uint8)
 
 
@@ -122,49 +131,65 @@ def _posterize(images: Tensor, bits: Tensor) -> Tensor:
     return images & masks.to(torch.uint8).view(-1, 1, 1, 1)
 
 
-def _per_op(name: str, images: Tensor, level: Tensor) -> Tensor:
-    """Op `name` on images[b] at signed level[b] (M / 30, float64 as the per-image op's Python floats),
-    the formulas of memorisation._OPS."""
-    height, width = images.shape[-2:]
-    zero = torch.zeros_like(level)
-    if name == "identity":
-        return images
-    if name in ("shear_x", "shear_y"):
-        shear = torch.rad2deg(torch.atan(0.3 * level))
-        pair = (shear, zero) if name == "shear_x" else (zero, shear)
-        return _affine(images, zero, pair, (zero, zero), corner_centre=True)
-    if name in ("translate_x", "translate_y"):
-        # Python's round() (half to even), as the per-image op uses; torch.round does the same.
-        size = width if name == "translate_x" else height
-        move = torch.round(150.0 / 331.0 * size * level)
-        pair = (move, zero) if name == "translate_x" else (zero, move)
-        return _affine(images, zero, (zero, zero), pair, corner_centre=False)
-    if name == "rotate":  # TF.rotate turns counter-clockwise: the affine angle is negated
-        return _affine(images, -30.0 * level, (zero, zero), (zero, zero), corner_centre=False)
-    if name == "brightness":
-        return images.mul((1.0 + 0.9 * level).float().view(-1, 1, 1, 1)).clamp_(0, 255).to(torch.uint8)
-    if name == "color":
-        if images.shape[1] == 1:
-            return images
-        return _blend(images, _grey(images), 1.0 + 0.9 * level)
-    if name == "contrast":
-        return _blend(images, _grey(images).mean(dim=(-3, -2, -1), keepdim=True), 1.0 + 0.9 * level)
-    if name == "sharpness":
-        return _sharpen(images, 1.0 + 0.9 * level)
-    if name == "posterize":
-        return _posterize(images, (8 - torch.round(4 * level)).long())
-    if name == "solarize":
-        threshold = (255.0 * (1.0 - level)).float().view(-1, 1, 1, 1)  # torchvision compares in float32
-        return torch.where(images >= threshold, 255 - images, images)
-    if name == "autocontrast":
-        return TF.autocontrast(images)
-    if name == "equalize":
-        return TF.equalize(images)
-    raise ValueError(f"unknown RandAugment op {name!r}; valid: {', '.join(RANDAUGMENT_OPS)}")
+def _autocontrast(images: Tensor) -> Tensor:
+    """TF.autocontrast's formula with torch.where for flat images (its masked assignment syncs on CUDA)."""
+    image = images.float()
+    low = image.amin(dim=(-2, -1), keepdim=True)
+    high = image.amax(dim=(-2, -1), keepdim=True)
+    flat = high == low
+    low = torch.where(flat, 0.0, low)
+    inv_scale = torch.where(flat, 1.0, (high - low) * (1.0 / 255.0))
+    return image.sub_(low).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
 
 
+_OP_INDEX = {name: index for index, name in enumerate(RANDAUGMENT_OPS)}
 _SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
            "sharpness"}
+_GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+
+
+def _apply_ops(images: Tensor, ops: Tensor, level: Tensor) -> Tensor:
+    """Image b through op RANDAUGMENT_OPS[ops[b]] at signed level level[b] (M / 30), the formulas of
+    memorisation._OPS. Every op family runs on the whole batch and each image keeps its own op's
+    result (torch.where): a fixed number of kernels whatever the batch and the draws, no host sync.
+    Pixel math and the colour ops' per-image factors are float32 (torchvision's Python floats become
+    float32 in its kernels too)."""
+    height, width = images.shape[-2:]
+    is_op = {name: ops == index for name, index in _OP_INDEX.items()}
+    # The five geometric ops are one affine warp with per-image angle, shear and translation. Its six
+    # matrix entries per image are float64, as torchvision computes them in Python floats: nearest
+    # sampling flips a pixel on a one-ulp difference. B x 6 numbers, not pixel math.
+    angle = level.double()
+    zero = torch.zeros_like(angle)
+    shear = torch.rad2deg(torch.atan(0.3 * angle))
+    # Python's round() (half to even), as the per-image op uses; torch.round does the same.
+    geometric = _affine(
+        images,
+        torch.where(is_op["rotate"], -30.0 * angle, zero),  # TF.rotate turns counter-clockwise
+        (torch.where(is_op["shear_x"], shear, zero), torch.where(is_op["shear_y"], shear, zero)),
+        (torch.where(is_op["translate_x"], torch.round(150.0 / 331.0 * width * angle), zero),
+         torch.where(is_op["translate_y"], torch.round(150.0 / 331.0 * height * angle), zero)),
+        corner_centre=is_op["shear_x"] | is_op["shear_y"])
+    level = level.float()
+    factor = 1.0 + 0.9 * level
+    grey = _grey(images)
+    candidates = {
+        "geometric": geometric,
+        "brightness": images.mul(_per_image(factor)).clamp_(0, 255).to(torch.uint8),
+        "color": images if images.shape[1] == 1 else _blend(images, grey, factor),
+        "contrast": _blend(images, grey.mean(dim=(-3, -2, -1), keepdim=True), factor),
+        "sharpness": _sharpen(images, factor),
+        "posterize": _posterize(images, (8 - torch.round(4 * level)).long()),
+        # torchvision compares in float32
+        "solarize": torch.where(images >= _per_image(255.0 * (1.0 - level)), 255 - images, images),
+        "autocontrast": _autocontrast(images),
+        "equalize": TF.equalize(images),
+    }
+    chosen = {"geometric": torch.stack([is_op[name] for name in _GEOMETRIC]).any(0)}
+    out = images
+    for family, result in candidates.items():
+        out = torch.where(chosen.get(family, is_op.get(family)).view(-1, 1, 1, 1), result, out)
+    return out
 
 
 def apply_op(name: str, images: Tensor, levels: Tensor) -> Tensor:
@@ -172,7 +197,8 @@ def apply_op(name: str, images: Tensor, levels: Tensor) -> Tensor:
     _check_batch(images)
     if name not in RANDAUGMENT_OPS:
         raise ValueError(f"unknown RandAugment op {name!r}; valid: {', '.join(RANDAUGMENT_OPS)}")
-    return _per_op(name, images, levels.to(images.device, torch.float64))
+    ops = torch.full((images.shape[0],), _OP_INDEX[name], device=images.device)
+    return _apply_ops(images, ops, levels.to(images.device))
 
 
 class BatchedRandAugment:
@@ -182,6 +208,7 @@ class BatchedRandAugment:
     with probability w at magnitude M = M_min + (M_max - M_min) * w (0..30
     scale), negated half the time for signed ops. w = 1 with M_min = M_max = M
     is torchvision's RandAugment(num_ops, M) (always applied, fixed magnitude).
+    A round is one pass of ``_apply_ops`` over the whole batch: no host sync.
     """
 
     def __init__(self, num_ops: int = 2, magnitude_max: float = 10.0, magnitude_min: float = 0.0,
@@ -196,27 +223,25 @@ class BatchedRandAugment:
         unknown = sorted(set(self.op_names) - set(RANDAUGMENT_OPS))
         if unknown or not self.op_names:
             raise ValueError(f"unknown or no RandAugment ops {unknown}; valid: {', '.join(RANDAUGMENT_OPS)}")
+        self._op_ids = torch.tensor([_OP_INDEX[name] for name in self.op_names])
+        self._signed = torch.tensor([name in _SIGNED for name in RANDAUGMENT_OPS])
 
     def __call__(self, images: Tensor, weights: Tensor | float = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:
         _check_batch(images)
         batch, device = images.shape[0], images.device
-        weights = torch.as_tensor(weights, dtype=torch.float64, device=device).expand(batch).contiguous()
-        if bool(((weights < 0) | (weights > 1)).any()):
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        if weights.device.type == "cpu" and bool(((weights < 0) | (weights > 1)).any()):  # no sync on the host
             raise ValueError("augmentation weights must be in [0, 1]")
+        weights = weights.to(device).expand(batch)
         level = (self.magnitude_min + (self.magnitude_max - self.magnitude_min) * weights) / _MAX_LEVEL
-        out = images.clone()
+        op_ids, signed = self._op_ids.to(device), self._signed.to(device)
+        identity = _OP_INDEX["identity"]
+        out = images
         for _ in range(self.num_ops):
             choice = torch.randint(len(self.op_names), (batch,), generator=generator, device=device)
             apply = torch.rand(batch, generator=generator, device=device) < weights
             negate = torch.rand(batch, generator=generator, device=device) < 0.5
-            for index, name in enumerate(self.op_names):
-                rows = torch.nonzero(apply & (choice == index)).flatten()
-                if rows.numel() == 0 or name == "identity":
-                    continue
-                chosen = level[rows]
-                if name in _SIGNED:
-                    chosen = torch.where(negate[rows], -chosen, chosen)
-                out[rows] = _per_op(name, out[rows], chosen)
+            ops = torch.where(apply, op_ids[choice], identity)
+            out = _apply_ops(out, ops, torch.where(negate & signed[ops], -level, level))
         return out
-

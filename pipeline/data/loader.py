@@ -7,15 +7,17 @@ here imports Ray) streams its own disjoint share of the shards:
   new seeded shard order each cycle), re-balances classes per sample with
   ``pipeline.samplers.repeat_stream``, mixes through a seeded shuffle buffer
   and decodes. Every rank takes exactly ``steps_per_epoch(...)`` batches per
-  epoch, so uneven shard splits cannot hang DDP (see ECOSYSTEM.md, WebDataset),
+  epoch, so uneven shard splits cannot hang DDP (ranks with different batch counts would),
   and an epoch covers the data about once across ranks.
 - Evaluation: ``EvalStream`` reads the rank's share once, in file order, with
   no shuffling or re-sampling; gather the predictions across ranks afterwards.
 
-Within a rank, DataLoader workers split the share: round-robin by shard when
-there are at least as many shards as workers, otherwise every worker reads
-all the shards and keeps the samples whose running index % num_workers is its
-worker id. Either way no sample is read twice across workers within a cycle.
+Within a rank, DataLoader workers split the share round-robin by shard, so
+each worker reads only its own shards (about 1/W of the bytes). ``make_loader``
+starts at most one worker per shard and says so when it starts fewer than
+asked: write more, smaller shards (``split.shard_max_samples``) to use more.
+Training workers persist across epochs; ``set_epoch`` reaches them through
+shared memory.
 
 Reproducibility: every random draw comes from numpy generators seeded by
 (seed, epoch, a digest of the rank's shard file names, loader worker id) --
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tarfile
+from itertools import islice
 from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -132,22 +135,12 @@ def _checked_shards(shards: Sequence[str]) -> list[str]:
     return ordered
 
 
-def _worker_share(shards: list[str], worker: int, num_workers: int) -> tuple[list[str], bool]:
-    """The shards this loader worker reads, and whether it keeps only every num_workers-th sample of them."""
-    if len(shards) >= num_workers:
-        return shards[worker::num_workers], False
-    return shards, True
-
-
-def _read_share(shards: Iterable[str], worker: int, num_workers: int, split_samples: bool) -> Iterator[dict]:
-    """Samples of `shards` in order (tagged with their shard); with split_samples, index % num_workers == worker."""
-    index = 0
+def _read_share(shards: Iterable[str]) -> Iterator[dict]:
+    """Samples of `shards` in order, tagged with their shard."""
     for shard in shards:
         for sample in read_shard(shard):
-            if not split_samples or index % num_workers == worker:
-                sample["shard"] = shard
-                yield sample
-            index += 1
+            sample["shard"] = shard
+            yield sample
 
 
 def _decoded(sample: dict, channels: int, size: int | None) -> dict:
@@ -158,16 +151,23 @@ def _decoded(sample: dict, channels: int, size: int | None) -> dict:
     return {"key": sample["key"], "image": image, "label": sample["label"]}
 
 
-def _shuffled(samples: Iterable[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
-    """A shuffle buffer of `size` samples, drained in random order when `samples` ends."""
+def _shuffled(samples: Iterable[dict], size: int, rng: np.random.Generator, initial: int = 64) -> Iterator[dict]:
+    """A shuffle buffer of up to `size` samples, drained in random order when `samples` ends.
+
+    Output starts once `initial` samples are in: until the buffer is full it takes two samples per
+    one it emits, so a cycle never waits for `size` samples (a whole worker's share, with small
+    shares) to be read and decoded before its first batch.
+    """
     buffer: list[dict] = []
-    for sample in samples:
+    source = iter(samples)
+    for sample in source:
+        buffer.append(sample)
         if len(buffer) < size:
-            buffer.append(sample)
-            continue
-        slot = int(rng.integers(size))
-        yield buffer[slot]
-        buffer[slot] = sample
+            buffer.extend(islice(source, 1))
+        if len(buffer) >= min(initial, size):
+            slot = int(rng.integers(len(buffer)))
+            buffer[slot], buffer[-1] = buffer[-1], buffer[slot]
+            yield buffer.pop()
     rng.shuffle(buffer)
     yield from buffer
 
@@ -182,6 +182,14 @@ class _StreamBase(IterableDataset):
         self.shards = _checked_shards(shards)
         self.channels = channels
         self.image_size = image_size
+
+
+def _checked_factors(repeat_factors: np.ndarray) -> np.ndarray:
+    factors = np.asarray(repeat_factors, dtype=np.float64)
+    if factors.ndim != 1 or not np.isfinite(factors).all() or (factors < 0).any() or not (factors > 0).any():
+        raise ValueError("repeat_factors must be a 1-d array of finite, non-negative factors, "
+                         "not all zero (see ClassSampler.repeat_factors)")
+    return factors
 
 
 class TrainStream(_StreamBase):
@@ -206,23 +214,33 @@ class TrainStream(_StreamBase):
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1 (1 = no mixing), got {shuffle_buffer}")
         if repeat_factors is not None:
-            repeat_factors = np.asarray(repeat_factors, dtype=np.float64)
-            if (repeat_factors.ndim != 1 or not np.isfinite(repeat_factors).all()
-                    or (repeat_factors < 0).any() or not (repeat_factors > 0).any()):
-                raise ValueError("repeat_factors must be a 1-d array of finite, non-negative factors, "
-                                 "not all zero (see ClassSampler.repeat_factors)")
+            repeat_factors = _checked_factors(repeat_factors)
         self.seed = int(seed)
-        self.repeat_factors = repeat_factors
+        # Shared memory, as the epoch: set_epoch can change the factors (progressive sampling) under
+        # persistent workers. Empty: instance-balanced (every sample once per cycle).
+        self._factors = torch.as_tensor(np.zeros(0) if repeat_factors is None else repeat_factors,
+                                        dtype=torch.float64).clone().share_memory_()
         self.shuffle_buffer = int(shuffle_buffer)
         names = "\n".join(shard.rstrip("/").rsplit("/", 1)[-1] for shard in self.shards)
         digest = hashlib.sha256(names.encode()).digest()
         self._shard_digest = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, repeat_factors: np.ndarray | None = None) -> None:
+        """The epoch of the next pass and, if given, its repeat factors (as many classes as before)."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if repeat_factors is not None:
+            factors = _checked_factors(repeat_factors)
+            if factors.shape != tuple(self._factors.shape):
+                raise ValueError(f"repeat_factors for {len(factors)} classes, the stream was built for "
+                                 f"{len(self._factors)} (or none)")
+            self._factors.copy_(torch.from_numpy(factors))
         self._epoch.fill_(int(epoch))
+
+    @property
+    def repeat_factors(self) -> np.ndarray | None:
+        return self._factors.numpy().copy() if len(self._factors) else None
 
     @property
     def epoch(self) -> int:
@@ -233,16 +251,16 @@ class TrainStream(_StreamBase):
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = _loader_worker()
-        share, split_samples = _worker_share(self.shards, worker, num_workers)
-        # Workers that split samples must walk the shards in the same order: a shared order seed.
-        order_rng = self._rng(_ORDER, 0 if split_samples else worker + 1)
+        share = self.shards[worker::num_workers]
+        order_rng = self._rng(_ORDER, worker + 1)
         rng = self._rng(_SAMPLES, worker + 1)
+        factors = self.repeat_factors
         while True:
             order = [share[i] for i in order_rng.permutation(len(share))]
-            read = _Tally(_read_share(order, worker, num_workers, split_samples))
+            read = _Tally(_read_share(order))
             samples: Iterable[dict] = read
-            if self.repeat_factors is not None:
-                samples = repeat_stream(self._labels_checked(samples), self.repeat_factors, rng,
+            if factors is not None:
+                samples = repeat_stream(self._labels_checked(samples, len(factors)), factors, rng,
                                         label_key="label")
             for sample in _shuffled(samples, self.shuffle_buffer, rng):
                 yield _decoded(sample, self.channels, self.image_size)
@@ -250,11 +268,12 @@ class TrainStream(_StreamBase):
                 raise DataError(f"loader worker {worker} of {num_workers} got no samples from its shards "
                                 f"{order}; use fewer loader workers or more samples per rank")
 
-    def _labels_checked(self, samples: Iterable[dict]) -> Iterator[dict]:
+    @staticmethod
+    def _labels_checked(samples: Iterable[dict], num_classes: int) -> Iterator[dict]:
         for sample in samples:
-            if sample["label"] >= len(self.repeat_factors):
+            if sample["label"] >= num_classes:
                 raise DataError(f"{sample['shard']}: sample {sample['key']} has label {sample['label']}, "
-                                f"but repeat_factors covers {len(self.repeat_factors)} classes")
+                                f"but repeat_factors covers {num_classes} classes")
             yield sample
 
 
@@ -282,8 +301,7 @@ class EvalStream(_StreamBase):
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = _loader_worker()
-        share, split_samples = _worker_share(self.shards, worker, num_workers)
-        for sample in _read_share(share, worker, num_workers, split_samples):
+        for sample in _read_share(self.shards[worker::num_workers]):
             yield _decoded(sample, self.channels, self.image_size)
 
 
@@ -313,6 +331,11 @@ def make_loader(dataset: TrainStream | EvalStream, batch_size: int, num_workers:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
     if isinstance(dataset, EvalStream) and drop_last:
         raise ValueError("drop_last=True would drop evaluation samples; EvalStream needs drop_last=False")
+    if num_workers > len(dataset.shards) and isinstance(dataset, TrainStream):  # built once per run
+        print(f"loader: {num_workers} workers asked for {len(dataset.shards)} shard(s); starting "
+              f"{len(dataset.shards)}, one per shard (more, smaller shards let more workers read: "
+              f"split.shard_max_samples)", flush=True)
+    num_workers = min(num_workers, len(dataset.shards))
     options = {}
     if num_workers > 0:
         options = {"prefetch_factor": prefetch_factor, "persistent_workers": isinstance(dataset, TrainStream)}

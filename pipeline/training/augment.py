@@ -8,6 +8,7 @@ device: the GPU fast path (`stage1.batched_augment`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -77,8 +78,13 @@ def augment_views(images: torch.Tensor, presets: Sequence[str], image_size: int,
     return views
 
 
+@functools.lru_cache(maxsize=16)
+def _constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """mean and std as (1, C, 1, 1) tensors on `device`, made once (a copy to the GPU per step otherwise)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float (B, C, H, W): scale to [0, 1], then (x - mean) / std per channel."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    mean_t, std_t = _constants(tuple(mean), tuple(std), images.device)
     return (images.float() / 255.0 - mean_t) / std_t

@@ -50,6 +50,10 @@ class StageConfig:
     # different random draws, so it is off by default and the CPU default run keeps its numbers.
     batched_augment: bool = False
     compile: bool = False  # torch.compile the method's training forward (pays a compile on first use)
+    # Decode a rank's training share once into its device's memory (GPU, or host memory on CPU) when
+    # it fits this many MiB, and draw every epoch there; larger shares stream from the shards each
+    # epoch. "auto": a third of the free GPU memory or a quarter of the available host memory; 0: stream.
+    resident_budget_mb: int | Literal["auto"] = "auto"
 
     def validate(self, section: str) -> "StageConfig":
         if _trains(section, self.method):
@@ -64,6 +68,8 @@ class StageConfig:
         require(0 <= self.warmup_epochs <= max(self.epochs, 0), f"{section}.warmup_epochs",
                 f"must be in [0, {section}.epochs]")
         require(list(self.milestones) == sorted(self.milestones), f"{section}.milestones", "must be increasing")
+        require(self.resident_budget_mb == "auto" or self.resident_budget_mb >= 0,
+                f"{section}.resident_budget_mb", "must be \"auto\" or >= 0 (MiB)")
         require(0 < self.gamma <= 1, f"{section}.gamma", "must be in (0, 1]")
         if self.sampler is not None:
             from pipeline.samplers import SAMPLERS

@@ -11,25 +11,26 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.data.loader import EvalStream, TrainStream, make_loader, rank_shards, steps_per_epoch
+from pipeline.data.loader import steps_per_epoch
 from pipeline.distributed import backward_scale
 from pipeline.evaluation.metrics import long_tail_metrics
-from pipeline.samplers import SAMPLERS
+from pipeline.samplers import SAMPLERS, ClassSampler, ProgressiveSampler
+from pipeline.training import checkpoint
 from pipeline.training.augment import normalize
+from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, epoch_seed
 from pipeline.training.config import StageConfig
+from pipeline.training.data import eval_share, open_training_data, stream_batches
 from pipeline.training.methods import Method, Task, build_stage1
 from pipeline.training.rebalance import build_stage2
 
-STATE_FILE = "state.pt"  # the latest full training state (resume)
-BEST_FILE = "best_model.pt"  # weights of the best epoch by validation balanced accuracy
+__all__ = ["BEST_FILE", "STATE_FILE", "TrainJob", "fit", "gathered_predictions", "train_worker"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,31 @@ def learning_rate_factor(cfg: StageConfig, step: int, steps: int) -> float:
     return 1.0
 
 
-def make_optimizer(cfg: StageConfig, method: Method) -> torch.optim.Optimizer:
+def make_optimizer(cfg: StageConfig, method: Method, device: torch.device) -> torch.optim.Optimizer:
+    """SGD or AdamW updating all parameters in one fused kernel (CUDA) or multi-tensor ops (CPU)."""
     params = [p for p in method.parameters() if p.requires_grad]
+    kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kernel)
+
+
+def compile_method(method: Method, cfg: StageConfig, device: torch.device) -> bool:
+    """`compile: true`: torch.compile the method in place (state_dict keys stay those of the plain
+    module); on CUDA in "reduce-overhead" mode, which replays each step as a CUDA graph. Graphs
+    that cannot be captured (host work in a loss, dynamic shapes) run un-graphed: torch falls back
+    per graph and says why once. Returns whether steps run as CUDA graphs."""
+    if not cfg.compile:
+        return False
+    graphs = device.type == "cuda"
+    method.compile(mode="reduce-overhead" if graphs else None)
+    return graphs
+
+
+def make_sampler(name: str, epochs: int) -> ClassSampler:
+    """A registered sampler; the progressive one moves from instance- to class-balanced over `epochs`."""
+    cls = SAMPLERS.get(name)
+    return cls(epochs) if cls is ProgressiveSampler else cls()
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -89,43 +110,36 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 @torch.no_grad()
-def predict(method: Method, shards: list[str], task: Task, device: torch.device, batch_size: int,
-            loader_workers: int) -> dict[str, np.ndarray | list[str]]:
-    """This rank's predictions over `shards` (one pass, each sample once): keys, labels, logits."""
+def predict(method: Method, batches: Iterable, task: Task, device: torch.device) -> dict:
+    """Predictions over `batches` (objects with image, label, key): keys, labels, logits on the host."""
     method.eval()
     keys, labels, logits = [], [], []
-    batches = []
-    if shards:
-        stream = EvalStream(shards, channels=task.model.channels, image_size=task.model.image_size)
-        batches = make_loader(stream, batch_size, loader_workers)
     for batch in batches:
-        images = normalize(batch["image"].to(device), task.model.mean, task.model.std)
-        logits.append(method.logits(images).float().cpu())
-        labels.append(batch["label"])
-        keys.extend(batch["key"])
+        images = normalize(batch.image.to(device), task.model.mean, task.model.std)
+        logits.append(method.logits(images).float())
+        labels.append(batch.label)
+        keys.extend(batch.key)
     num_classes = task.num_classes
     return {"keys": keys,
-            "labels": torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
-            "logits": torch.cat(logits).numpy() if logits else np.zeros((0, num_classes), np.float32)}
+            "labels": torch.cat(labels).cpu().numpy() if labels else np.zeros(0, np.int64),
+            "logits": torch.cat(logits).cpu().numpy() if logits else np.zeros((0, num_classes), np.float32)}
 
 
-def gathered_predictions(method: Method, shards: tuple[str, ...], task: Task, device: torch.device,
-                         batch_size: int, loader_workers: int, rank: int, world: int) -> dict:
-    """Predictions of all ranks over `shards`, concatenated and sorted by key (every rank gets them).
-
-    Each rank reads a disjoint share of the shards; with fewer shards than ranks, rank 0 reads them all.
-    """
-    if len(shards) >= world:
-        share = rank_shards(list(shards), rank, world)
-    else:
-        share = list(shards) if rank == 0 else []
-    mine = predict(method, share, task, device, batch_size, loader_workers)
+def gather_predictions(mine: dict) -> dict:
+    """All ranks' predictions, concatenated and sorted by key (every rank gets them)."""
     parts = gather_objects(mine)
     keys = [k for p in parts for k in p["keys"]]
     order = np.argsort(np.array(keys))
     return {"keys": [keys[i] for i in order],
             "labels": np.concatenate([p["labels"] for p in parts])[order],
             "logits": np.concatenate([p["logits"] for p in parts])[order]}
+
+
+def gathered_predictions(method: Method, shards: tuple[str, ...], task: Task, device: torch.device,
+                         batch_size: int, loader_workers: int, rank: int, world: int) -> dict:
+    """Predictions of all ranks over `shards`, each rank streaming its `eval_share` once."""
+    batches = stream_batches(eval_share(shards, rank, world), task, batch_size, loader_workers)
+    return gather_predictions(predict(method, batches, task, device))
 
 
 def validation_metrics(predictions: dict, task: Task) -> dict[str, float]:
@@ -141,46 +155,36 @@ def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-
-
-def _save_checkpoint(directory: Path, method: Method, optimizer, scheduler, epoch: int, best: float,
-                     history: list[dict], best_state: dict) -> None:
-    torch.save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                "rng": _rng_state()}, directory / STATE_FILE)
-    torch.save(best_state, directory / BEST_FILE)
-
-
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None) -> None
 
 
-def load_training_state(directory: Path, device: torch.device) -> dict:
-    """A checkpoint directory's full state plus its best weights (both in memory)."""
-    state = torch.load(directory / STATE_FILE, map_location=device, weights_only=False)
-    state["best_state"] = torch.load(directory / BEST_FILE, map_location="cpu", weights_only=False)
-    return state
+def _distributed(method: Method, device: torch.device) -> torch.nn.Module:
+    """DDP over the process group Ray Train (or a test) set up; gradients all-reduced across ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: dict | None,
         report: Report) -> None:
     """Train `job` on this rank from epoch 0 or from `resume`; after every epoch call `report`
-    with the metrics and, on rank 0, a directory holding the checkpoint (it is deleted after)."""
+    with the metrics and, on rank 0, a directory holding the checkpoint (it is deleted after).
+
+    Every random draw of epoch e is seeded by (seed, rank, e) when the epoch starts, so a run
+    resumed from the checkpoint of epoch e - 1 trains exactly as the uninterrupted run did.
+    """
     cfg, task = job.config, job.task
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     method = assemble_method(job.stage, cfg, task, job.stage1, job.stage1_weights).to(device)
-    torch.manual_seed(cfg.seed + 7919 * rank)  # then each rank draws its own augmentations
     if device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
-    if cfg.compile:
-        method.compile()  # in place: state_dict keys (checkpoints) stay those of the plain module
+    graphs = compile_method(method, cfg, device)
     trains = method.trains and cfg.epochs > 0
     epochs = cfg.epochs if trains else 1
     steps = steps_per_epoch(job.num_train, cfg.batch_size, world)
     # Nothing to learn (zero-shot, tau-norm, none): a placeholder keeps one checkpoint format.
     placeholder = [torch.zeros(1, requires_grad=True)]
-    optimizer = make_optimizer(cfg, method) if trains else torch.optim.SGD(placeholder, lr=0.0)
+    optimizer = make_optimizer(cfg, method, device) if trains else torch.optim.SGD(placeholder, lr=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(cfg, s, steps))
 
     start_epoch, best, history, best_state = 0, -math.inf, [], None
@@ -190,51 +194,43 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
         scheduler.load_state_dict(resume["scheduler"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
         best_state = resume["best_state"]
-        if rank == 0:  # the checkpoint holds rank 0's generator; the others re-derive theirs
-            torch.set_rng_state(resume["rng"]["torch"])
-            np.random.set_state(resume["rng"]["numpy"])
-        else:
-            torch.manual_seed(cfg.seed + 7919 * rank + start_epoch)
-    model = method
-    if trains and world > 1:
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(method, move_to_device=False)
-    sampler = SAMPLERS.get(cfg.sampler or method.default_sampler)()
-    my_shards = rank_shards(list(job.train_shards), rank, world)
+    model = _distributed(method, device) if trains and world > 1 else method
+    sampler = make_sampler(cfg.sampler or method.default_sampler, epochs)
+    counts = np.asarray(task.class_counts)
+    data = open_training_data(job, rank, world, device, trains, sampler.repeat_factors(counts, start_epoch))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     for epoch in range(start_epoch, epochs):
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        torch.manual_seed(epoch_seed(cfg.seed, rank, epoch, "augment"))
+        started, seen = time.perf_counter(), 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no sync per step
         if trains:
             model.train()
-            factors = sampler.repeat_factors(np.asarray(task.class_counts), epoch)
-            stream = TrainStream(my_shards, seed=cfg.seed * 100_003 + epoch, channels=task.model.channels,
-                                 image_size=task.model.image_size, repeat_factors=factors)
-            loader = make_loader(stream, cfg.batch_size, job.loader_workers, pin_memory=device.type == "cuda")
-            for batch in islice(loader, steps):
+            factors = sampler.repeat_factors(counts, epoch)
+            for batch in data.train.epoch(epoch, factors, steps):
                 if cfg.batched_augment:  # uint8 to the device (4x less traffic than float), augment there
-                    views = method.augment(batch["image"].to(device, non_blocking=True), batch["key"], batched=True)
+                    views = method.augment(batch.image.to(device, non_blocking=True), batch.key, batched=True)
                 else:
-                    views = [v.to(device, non_blocking=True) for v in method.augment(batch["image"], batch["key"])]
+                    views = [v.to(device, non_blocking=True) for v in method.augment(batch.image.cpu(), batch.key)]
                 views = [normalize(v, task.model.mean, task.model.std) for v in views]
                 if device.type == "cuda":
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                labels = batch["label"].to(device)
+                labels = batch.label.to(device, non_blocking=True)
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 with autocast:
-                    out = model(views, labels, batch["key"], epoch)
+                    out = model(views, labels, batch.key, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 (out["loss"] * backward_scale(method.loss_fn)).backward()
                 optimizer.step()
                 scheduler.step()
-                loss_sum += float(out["loss"].detach()) * len(labels)
-                seen += len(labels)
+                loss_sum += out["loss"].detach() * len(batch.key)
+                seen += len(batch.key)
             method.end_epoch(epoch)
-        predictions = gathered_predictions(method, job.val_shards, task, device, cfg.batch_size * 2,
-                                           job.loader_workers, rank, world)
+        predictions = gather_predictions(predict(method, data.validation(cfg.batch_size * 2), task, device))
         metrics = validation_metrics(predictions, task)
         throughput = sum(gather_objects(seen)) / max(time.perf_counter() - started, 1e-9)
-        metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1),
+        metrics.update(epoch=epoch + 1, train_loss=float(loss_sum) / max(seen, 1),
                        lr=optimizer.param_groups[0]["lr"], images_per_s=throughput)
         if metrics["val_balanced_accuracy"] > best or best_state is None:
             best = metrics["val_balanced_accuracy"]
@@ -248,7 +244,10 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
                   f"{throughput:.0f} img/s", flush=True)
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
-                _save_checkpoint(Path(directory), method, optimizer, scheduler, epoch, best, history, best_state)
+                checkpoint.save(Path(directory), {
+                    "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history},
+                    best_state)
             report(metrics, Path(directory) if rank == 0 else None)
 
 
@@ -269,7 +268,7 @@ def train_worker(config: dict) -> None:
     resume = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume = load_training_state(Path(directory), device)
+            resume = checkpoint.load(Path(directory), device)
 
     def report(metrics: dict, directory: Path | None) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)

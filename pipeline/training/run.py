@@ -18,7 +18,9 @@ from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.storage import absolute, exists, join, open_binary
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.launch import epoch_log, run_training
-from pipeline.training.loop import BEST_FILE, STATE_FILE, TrainJob
+from pipeline.training import checkpoint
+from pipeline.training.checkpoint import BEST_FILE, STATE_FILE
+from pipeline.training.loop import TrainJob
 from pipeline.training.methods import Task
 
 JOB_FILE = "job.json"
@@ -93,9 +95,9 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
     if result.checkpoint is None:
         raise RuntimeError(f"{job.stage}: the run reported no checkpoint; see the Ray log above")
     with result.checkpoint.as_directory() as directory:
-        history = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+        history = checkpoint.load_file(Path(directory) / STATE_FILE)["history"]
         with atomic_dir(out_dir) as tmp:
-            best_state = torch.load(Path(directory) / BEST_FILE, map_location="cpu", weights_only=False)
+            best_state = checkpoint.load_file(Path(directory) / BEST_FILE)
             torch.save(best_state, tmp / WEIGHTS_FILE)
             save_job(tmp / JOB_FILE, job)
     best = max(history, key=lambda row: row["val_balanced_accuracy"])
