@@ -4,6 +4,7 @@ repeating trials."""
 import json
 import math
 import subprocess
+import time
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipeline.tuning.results import best_row, history_rows, importances, trial_r
 from pipeline.tuning.run import apply_overlay
 from pipeline.tuning.space import apply_values, default_values, overlay, resolve_space
 from pipeline.tuning.sweep import TrialRecord, _progress
+from pipeline.tuning.trial_log import trial_key
 from tools import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,24 +120,25 @@ def ltp_tune(tmp: Path, split_dir: Path) -> subprocess.CompletedProcess:
                           cwd=tmp, env=command_env(), capture_output=True, text=True)
 
 
-def test_progress_of_a_restored_sweep_counts_the_trials_it_finished_before(capsys):
-    def trial(trial_id, status, epochs, best):
-        return SimpleNamespace(trial_id=trial_id, status=status, last_result={"training_iteration": epochs},
-                               metric_analysis={"acc": {"max": best}} if best is not None else {})
+def test_progress_counts_the_trials_finished_before_and_names_them_by_key(capsys):
+    def trial(index, status, epochs, best):
+        return SimpleNamespace(trial_id=f"tune{index}", status=status, last_result={"training_iteration": epochs},
+                               metric_analysis={"acc": {"max": best}} if best is not None else {},
+                               experiment_tag=f"{index}_lr=0.0{index}", config={"lr": index / 100, "other": 1})
 
-    # What Tune passes a restored sweep's callback, which it unpickles as it was before any event.
-    finished = [trial("a", "TERMINATED", 3, 0.5), trial("b", "TERMINATED", 1, 0.6)]
-    running = trial("c", "RUNNING", 1, None)
-    progress = _progress("acc", num_trials=4, max_epochs=3)
+    finished = [trial(1, "TERMINATED", 3, 0.5), trial(2, "TERMINATED", 1, 0.6)]
+    running = trial(3, "RUNNING", 1, None)
+    progress = _progress("acc", num_trials=4, max_epochs=3, started=time.perf_counter(), names=("lr",))
     progress.on_trial_result(0, [*finished, running], running, {"acc": 0.55})  # not a new best: silent
     assert capsys.readouterr().out == ""
     progress.on_trial_result(0, [*finished, running], running, {"acc": 0.7})  # not yet in metric_analysis
     assert "3 done" not in (line := capsys.readouterr().out)
-    assert line.startswith("tune: 2/4 done (1 stopped early, 0 failed), 1 running, best acc 0.7000 (trial c)")
+    assert line.startswith("tune: 2/4 done (1 stopped early, 0 failed), 1 running, best acc 0.7000 "
+                           f"(trial {trial_key(3, {'lr': 0.03})})")
     running.last_result, running.metric_analysis = {"training_iteration": 3}, {"acc": {"max": 0.7}}
     progress.on_trial_complete(0, [*finished, running], running)
     assert capsys.readouterr().out.startswith("tune: 3/4 done (1 stopped early, 0 failed), 0 running, best acc 0.7000")
-    running.status, failing = "TERMINATED", trial("d", "RUNNING", 1, None)
+    running.status, failing = "TERMINATED", trial(4, "RUNNING", 1, None)
     progress.on_trial_error(0, [*finished, running, failing], failing)
     assert capsys.readouterr().out.startswith("tune: 4/4 done (1 stopped early, 1 failed), 0 running")
 

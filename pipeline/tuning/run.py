@@ -53,6 +53,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
         if cfg.epochs is not None:
             config = dataclasses.replace(config, epochs=cfg.epochs, warmup_epochs=min(config.warmup_epochs, cfg.epochs))
         configs[stage] = config
+    cfg = dataclasses.replace(cfg, grace_epochs=grace_epochs(cfg, configs[cfg.stages[0]], cfg.stages[0]))
     jobs = {stage: TrainJob(stage, config, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)
             for stage, config in configs.items()}
     first_point = default_values(dims, configs)
@@ -69,7 +70,8 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
     print(f"tune: {cfg.trials} trials of {' + '.join(f'{s} {jobs[s].config.method}' for s in jobs)} over "
           f"{', '.join(d.name for d in dims)}; objective {cfg.metric}; up to {total_epochs(sweep)} epochs each, "
           f"{cfg.concurrency} at a time", flush=True)
-    records = run_sweep(sweep, ray_cfg, storage, first_point)
+    records = run_sweep(sweep, ray_cfg, storage, first_point, started)
+    wall_s = round(time.perf_counter() - started, 1)  # as the last progress line counts it
 
     max_epochs = total_epochs(sweep)
     last_stage_from = max_epochs - jobs[cfg.stages[-1]].config.epochs
@@ -87,7 +89,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
                "best_params": {d.name: best[d.name] for d in dims} if best else {},
                "default_params": first_point or {},
                "default_value": default_row["best_objective"] if default_row else None,
-               "wall_s": round(time.perf_counter() - started, 1)}
+               "wall_s": wall_s}
     best_overlay = overlay(dims, summary["best_params"]) if best else {}
     _write(paths, rows, dims, summary, best_overlay, importances, history)
     if best is None:
@@ -98,6 +100,18 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
     return (f"tune: {len(rows)} trials ({counts['completed']} completed, {counts['stopped_early']} stopped early, "
             f"{counts['error']} failed) in {summary['wall_s']:.0f} s; best {cfg.metric} "
             f"{summary['best_value']:.4f}{versus} with {values}")
+
+
+def grace_epochs(cfg: TuneConfig, first: StageConfig, stage: str) -> int:
+    """ASHA's grace period: never within the first swept stage's learning-rate warm-up, where a
+    trial's early score says little about where it ends (None: the first epoch after warm-up)."""
+    if cfg.grace_epochs is None:
+        return max(1, min(first.warmup_epochs + 1, first.epochs))
+    if cfg.grace_epochs <= first.warmup_epochs:
+        raise ConfigError(f"tune.grace_epochs: {cfg.grace_epochs} would let ASHA stop trials during "
+                          f"{stage}'s {first.warmup_epochs} warm-up epochs; use more than "
+                          f"{first.warmup_epochs}, or null for warm-up + 1")
+    return cfg.grace_epochs
 
 
 def _check_methods(jobs: dict[str, TrainJob]) -> None:
