@@ -88,9 +88,9 @@ def test_trial_rows_status_best_and_history():
     assert [r["objective"] for r in rows] == [0.45, 0.20, 0.55, None]
     assert best_row(rows)["trial_id"] == "c"
     assert history_rows(rows) == [
-        {"trial": 0, "trial_id": "a", "objective": 0.5, "best_so_far": 0.5},
-        {"trial": 1, "trial_id": "b", "objective": 0.2, "best_so_far": 0.5},
-        {"trial": 2, "trial_id": "c", "objective": 0.6, "best_so_far": 0.6}]
+        {"trial": 1, "trial_id": "a", "objective": 0.5, "best_so_far": 0.5},
+        {"trial": 2, "trial_id": "b", "objective": 0.2, "best_so_far": 0.5},
+        {"trial": 3, "trial_id": "c", "objective": 0.6, "best_so_far": 0.6}]
     # both stages swept: only stage 2's epochs (index >= 2) count for the best value
     assert trial_rows(records[:1], dims, metric, 3, last_stage_from=2)[0]["best_objective"] == 0.45
     assert importances(rows, dims, seed=0) == {"lr": 1.0}  # one parameter carries all the variance

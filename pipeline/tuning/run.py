@@ -91,7 +91,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
                "default_value": default_row["best_objective"] if default_row else None,
                "wall_s": wall_s}
     best_overlay = overlay(dims, summary["best_params"]) if best else {}
-    _write(paths, rows, dims, summary, best_overlay, importances, history)
+    _write(paths, rows, dims, summary, best_overlay, importances, history, default_first=first_point is not None)
     if best is None:
         raise RuntimeError(f"tune: none of the {len(rows)} trials reported {cfg.metric}; see the errors above")
     values = ", ".join(f"{k}={v:.4g}" for k, v in summary["best_params"].items())
@@ -133,11 +133,12 @@ def _on_fixed_stage1(job: TrainJob, stage1: StageConfig, ray_cfg: RayConfig, pat
     return dataclasses.replace(job, stage1=stage1, stage1_weights=str((directory / WEIGHTS_FILE).resolve()))
 
 
-def _write(paths: TuneOutputs, rows, dims, summary, best_overlay, importances, history) -> None:
+def _write(paths: TuneOutputs, rows, dims, summary, best_overlay, importances, history,
+           default_first: bool = False) -> None:
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     plots = paths.out_dir / outputs.PLOTS_DIR
     plots.mkdir(exist_ok=True)
     outputs.write_trials(paths.out_dir / outputs.TRIALS_FILE, rows, dims)
     outputs.write_best_params(paths.out_dir / outputs.BEST_PARAMS_FILE, best_overlay, summary)
-    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("objective", ""))
+    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("objective", ""), default_first)
     outputs.write_metrics(paths.summary, paths.history, paths.importances, summary, history, importances)
