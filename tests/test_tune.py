@@ -222,3 +222,17 @@ def test_an_interrupted_and_resumed_sweep_is_the_uninterrupted_sweep(tmp_path, s
     assert yaml.safe_load((cut / "tune" / "best_params.yaml").read_text()) == tuned
     kept = {p: p.stat().st_mtime_ns for p in finished if p.exists()}
     assert len(kept) >= 2 and all(finished[p] == mtime for p, mtime in kept.items())  # finished: not retrained
+
+
+def test_asha_never_judges_a_trial_during_warm_up():
+    from pipeline.tuning.config import TuneConfig
+    from pipeline.tuning.run import grace_epochs
+
+    warm = StageConfig(method="ce", epochs=4, warmup_epochs=1)
+    assert grace_epochs(TuneConfig(trials=4), warm, "stage1") == 2  # null: the first epoch after warm-up
+    assert grace_epochs(TuneConfig(trials=4, grace_epochs=3), warm, "stage1") == 3
+    with pytest.raises(ConfigError, match=r"^tune.grace_epochs: 1 would let ASHA stop trials during stage1's 1 "):
+        grace_epochs(TuneConfig(trials=4, grace_epochs=1), warm, "stage1")
+    # the shipped params.yaml sweeps stage1 with warm-up: its grace period follows it
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["tune"]["grace_epochs"] is None and params["stage1"]["warmup_epochs"] >= 1
