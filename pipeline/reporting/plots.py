@@ -144,7 +144,7 @@ def reliability(bins: ReliabilityBins, name: str) -> bytes:
 def sweep_history(history: list[dict]) -> bytes:
     """Objective per trial and best so far."""
     figure, axis = plt.subplots(figsize=(6, 3.4))
-    trials = [int(h["trial"]) for h in history]  # the tune stage's numbers (unscored trials skipped)
+    trials = np.arange(1, len(history) + 1)
     axis.plot(trials, [h["objective"] for h in history], "o", ms=4, label="trial")
     axis.plot(trials, [h["best_so_far"] for h in history], "-", label="best so far")
     axis.set(xlabel="trial", ylabel="validation objective", title="Sweep history")
