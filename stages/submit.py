@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cluster.spec import stage_spec
-from pipeline.cluster.submit import JobFailed, Target, default_address, submit_stage
+from pipeline.cluster.submit import ClusterUnreachable, JobFailed, Target, default_address, submit_stage
 from pipeline.config import ConfigError
 from stages.common import run_stage
 
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the same storage as the cluster nodes mount it (default: --storage)")
     parser.add_argument("--dvc-yaml", default="dvc.yaml")
     parser.add_argument("--runtime-env", default="cluster/runtime_env.yaml")
-    parser.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
+    parser.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds (default: no limit on the job; every "
+                             "request to the cluster is still bounded)")
     args = parser.parse_args(argv)
 
     def body() -> str:
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return submit_stage(repo, stage_spec(args.dvc_yaml, args.stage), target,
                                 Path(args.runtime_env), args.timeout)
+        except ClusterUnreachable as exc:  # nothing was copied or submitted
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         except JobFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

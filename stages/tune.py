@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pipeline.config import parse_section
@@ -9,6 +10,7 @@ from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.run import load_task
 from pipeline.tuning.config import TuneConfig
 from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
+from pipeline.tuning.sweep import SweepInterrupted
 from stages.common import load_params, run_stage
 
 
@@ -34,4 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         task, shards, num_train = load_task(args.split, model)
         return tune_stage(cfg, stages, task, shards, num_train, ray_cfg, paths)
 
-    return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])
+    try:
+        return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
+        print(str(exc) or "tune: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports Ctrl-C

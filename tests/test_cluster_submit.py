@@ -3,11 +3,13 @@
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import sys
 import time
 import urllib.request
@@ -29,33 +31,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def node_ports() -> list[str]:
-    return [f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}"]
+def readme_one_machine() -> tuple[dict[str, str], list[list[str]]]:
+    """The environment and the two `ray start` commands of cluster/README.md's one-machine recipe."""
+    text = (ROOT / "cluster" / "README.md").read_text()
+    block = text[text.index("**One machine**"):].split("\n\n")[1]
+    env, commands = {}, []
+    for line in block.splitlines():
+        words = shlex.split(line)
+        if words[0] == "export":
+            env.update(word.split("=", 1) for word in words[1:])
+        else:
+            commands.append(words)
+    return env, commands
+
+
+def local_copy(command: list[str], ports: dict[str, str], temp_dir: Path) -> list[str]:
+    """A README command as this test runs it: its ports swapped for free ones (the same README port
+    gets the same free port everywhere), its temp dir for `temp_dir`, `ray` and `python` for ours."""
+    def swap(word: str) -> str:
+        key, sep, value = word.partition("=")
+        if sep and (key.endswith("-port") or key == "--port" or key == "--address"):
+            head, colon, port = value.rpartition(":")
+            value = f"{head}{colon}{ports.setdefault(port, str(free_port()))}"
+        return f"{key}{sep}{value.replace('/tmp/ltp-ray', str(temp_dir))}" if sep else word
+
+    program = {"ray": str(Path(sys.executable).parent / "ray"), "python": sys.executable}
+    words = [program.get(command[0], command[0]), *(swap(w) for w in command[1:])]
+    return [str(ROOT / w) if w == "tests/raynode.py" else w for w in words]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A head (1 CPU, dashboard on) and a second node (1 CPU): two training workers land on two nodes."""
+    """cluster/README.md's one-machine recipe: a head (1 CPU, dashboard on) and a second node (1 CPU),
+    so two training workers land on two nodes."""
     tmp = tmp_path_factory.mktemp("cluster")
     temp_dir = Path(tempfile.mkdtemp(prefix="ltpc-", dir="/tmp"))  # Ray's socket paths must stay under 107 bytes
-    port, dashboard = free_port(), free_port()
+    readme_env, commands = readme_one_machine()
     # The token lives only in this environment (never in a file): Ray's token authentication.
-    env = {**command_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    ray = str(Path(sys.executable).parent / "ray")
-    head = [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", "--num-cpus=1",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats", *node_ports()]
-    # Its own temp dir, as on a second machine: nodes sharing one would share the unpacked job working
-    # directory, and one node's clean-up would delete it under the other's running driver.
-    second = [sys.executable, str(ROOT / "tests" / "raynode.py"), "start", f"--address=127.0.0.1:{port}",
-              "--node-ip-address=127.0.0.1", "--num-cpus=1", '--resources={"second_node": 1}',
-              f"--temp-dir={temp_dir / 'node2'}", "--disable-usage-stats", *node_ports()]
+    env = {**command_env(), **readme_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ports: dict[str, str] = {}
+    head, second = (local_copy(command, ports, temp_dir) for command in commands)
+    dashboard = ports["8265"]
     try:
         for command in (head, second):
             subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=120)
         wait_for_dashboard(f"http://127.0.0.1:{dashboard}", env["RAY_AUTH_TOKEN"])
-        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "tmp": tmp}
+        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "tmp": tmp, "temp_dir": temp_dir,
+               "ports": ports}
     finally:
         stop_nodes(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -77,20 +99,22 @@ def wait_for_dashboard(address: str, token: str, timeout_s: float = 90) -> None:
 
 
 def stop_nodes(temp_dir: Path) -> None:
-    """SIGKILL every process of this cluster (those whose command line names its temp dir), not others'."""
+    """SIGKILL every process of this cluster (those whose command line names its temp dir, and their
+    children: Ray's agents retitle themselves), not others'."""
+    import psutil
+
     for _ in range(3):
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-        mine = []
-        for pid in pids:
+        mine = set()
+        for process in psutil.process_iter(["cmdline"]):
             try:
-                if str(temp_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                    mine.append(pid)
-            except OSError:
+                if process.pid != os.getpid() and str(temp_dir) in " ".join(process.info["cmdline"] or []):
+                    mine.update([process, *process.children(recursive=True)])
+            except psutil.Error:
                 continue
-        for pid in mine:
+        for process in mine:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                process.kill()
+            except psutil.Error:
                 pass
         if not mine:
             return
@@ -113,12 +137,14 @@ def repo(cluster):
     params["ray"].update(storage_path=str(cluster["tmp"] / "shared" / "ray_runs"))
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     make_digits_split(repo / "data")
+    run_command(["ltp", "tune"], repo)  # tune.trials 0: the empty overlay stage1 reads
     return repo
 
 
-def submit(cluster, repo, stage="stage1", **popen):
-    command = ["ltp", "submit", stage, "--address", cluster["address"], "--storage", str(cluster["tmp"] / "shared")]
-    return subprocess.Popen(command, cwd=repo, env=cluster["env"], stdout=subprocess.PIPE,
+def submit(cluster, repo, stage="stage1", address=None, storage=None, env=None, **popen):
+    command = ["ltp", "submit", stage, "--address", address or cluster["address"],
+               "--storage", str(storage or cluster["tmp"] / "shared")]
+    return subprocess.Popen(command, cwd=repo, env=env or cluster["env"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -126,6 +152,41 @@ def history_epochs(path: Path) -> list[int]:
     rows = path.read_text().splitlines()
     column = rows[0].split("\t").index("epoch")
     return [int(row.split("\t")[column]) for row in rows[1:]]
+
+
+def cluster_listeners(temp_dir: Path) -> dict[str, set[str]]:
+    """Listening TCP addresses, by port, of this cluster's processes: those whose command line names
+    its temp dir and their children (Ray's agents retitle themselves `ray::DashboardAgent`...)."""
+    import psutil
+
+    processes = set()
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if str(temp_dir) in " ".join(process.info["cmdline"] or []):
+                processes.update([process, *process.children(recursive=True)])
+        except psutil.Error:
+            continue
+    found: dict[str, set[str]] = {}
+    for process in processes:
+        try:
+            for conn in process.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.setdefault(str(conn.laddr.port), set()).add(conn.laddr.ip)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_the_readme_cluster_listens_only_on_loopback_each_node_on_its_own_ports(cluster):
+    ports = cluster["ports"]  # README port -> the free port this run used
+    agents = [ports[p] for p in ("52365", "52375")]  # each node's dashboard agent, on its own port
+    deadline = time.monotonic() + 60
+    while not set(agents) <= set(listeners := cluster_listeners(cluster["temp_dir"])) and time.monotonic() < deadline:
+        time.sleep(1)  # the agents start after `ray start` returns
+    assert set(agents) <= set(listeners), (agents, listeners)
+    assert ports["6379"] in listeners and ports["8265"] in listeners  # GCS and dashboard
+    addresses = {ip for ips in listeners.values() for ip in ips}
+    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, listeners
 
 
 def test_submitted_stage1_lands_in_the_workspace_like_a_local_run(cluster, repo):
@@ -176,3 +237,66 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(cl
     assert epoch_lines[-1].startswith("[stage1] epoch 4/4")
     assert "Reporting training result" not in out  # Ray Train's per-report INFO line is quieted
     assert json.loads((repo / "runs" / "stage1" / "job.json").read_text())["config"]["epochs"] == 4
+
+
+def test_a_wrong_token_or_address_is_one_error_line_before_any_copy(cluster, repo):
+    storage = cluster["tmp"] / "untouched"
+    wrong_token = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    for address, env in ((cluster["address"], wrong_token), (f"http://127.0.0.1:{free_port()}", cluster["env"])):
+        process = submit(cluster, repo, address=address, storage=storage, env=env)
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 2, out[-3000:]
+        assert out.strip().splitlines() == [out.strip()] and out.startswith(f"error: the Ray cluster at {address} "), out
+        assert not storage.exists()  # checked before data/split was copied
+
+
+def test_a_sweep_then_a_submitted_stage1_trains_with_the_tuned_values(cluster, repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["stage1"]["epochs"] = 1
+    # A range without params.yaml's lr (0.05): whichever trial wins, its lr differs from the default.
+    params["tune"].update(trials=2, epochs=1, space={"lr": [0.001, 0.02]}, workers_per_trial=1, grace_epochs=None)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    run_command(["ltp", "tune"], repo)  # the sweep on this machine's own Ray, as `dvc repro tune` runs it
+    tuned = yaml.safe_load((repo / "runs/tune/best_params.yaml").read_text())
+    assert set(tuned) == {"stage1"} and 0.001 <= tuned["stage1"]["lr"] <= 0.02
+
+    process = submit(cluster, repo)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out[-4000:]
+    assert f"stage1: with the sweep's best values from runs/tune/best_params.yaml: {tuned['stage1']}" in out
+    job = json.loads((repo / "runs/stage1/job.json").read_text())
+    assert job["config"]["lr"] == tuned["stage1"]["lr"]  # what ran is what the workspace records
+
+
+def head_raylet(temp_dir: Path) -> int:
+    """The pid of the head node's raylet (the second node's temp dir is under the head's)."""
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args and args[0].endswith("raylet") and f"--temp_dir={temp_dir}" in args:
+            return pid
+    raise AssertionError("no head raylet found")
+
+
+def test_a_dead_head_ends_the_submit_within_its_deadline(cluster, repo):
+    """Last in this module: it breaks the cluster."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["stage1"]["epochs"] = 20  # still training when the head dies
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    process = submit(cluster, repo)
+    watchdog = threading.Timer(400, process.kill)  # reading its output below has no timeout of its own
+    watchdog.start()
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("[stage1] epoch 1/"):
+            break
+    os.kill(head_raylet(cluster["temp_dir"]), signal.SIGKILL)
+    killed = time.monotonic()
+    out, _ = process.communicate(timeout=300)
+    watchdog.cancel()
+    lines.append(out)
+    assert time.monotonic() - killed < 200, "".join(lines)[-3000:]
+    assert process.returncode == 1 and out.strip().splitlines()[-1].startswith("error: job "), "".join(lines)[-3000:]

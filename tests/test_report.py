@@ -81,7 +81,8 @@ def test_kept_runs_keep_metrics_and_reliability_without_predictions(kept):
     assert record.metrics == metrics["ce-0"] and record.digest == original.digest
     np.testing.assert_array_equal(record.reliability.count, original.reliability.count)
     assert record.reliability.ece == pytest.approx(metrics["ce-0"]["ece"])
-    assert record.label == RunLabel("digits", "exp", 10.0, "ce", "none", "0", "resnet_small", "2+0", "")
+    assert record.label == RunLabel("digits", "exp", 10.0, "ce", "none", "0", "resnet_small", "2+0", "",
+                                    record.label.config)
 
 
 def test_leaderboard_averages_seeds_and_marks_the_best(kept):

@@ -3,7 +3,9 @@ Ray Tune + Optuna + ASHA sweep through `ltp tune` on tiny data that a rerun rest
 repeating trials."""
 import json
 import math
+import signal
 import subprocess
+import time
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pipeline.tuning.results import best_row, history_rows, importances, trial_r
 from pipeline.tuning.run import apply_overlay
 from pipeline.tuning.space import apply_values, default_values, overlay, resolve_space
 from pipeline.tuning.sweep import TrialRecord, _progress
+from pipeline.tuning.trial_log import trial_key
 from tools import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +88,9 @@ def test_trial_rows_status_best_and_history():
     assert [r["objective"] for r in rows] == [0.45, 0.20, 0.55, None]
     assert best_row(rows)["trial_id"] == "c"
     assert history_rows(rows) == [
-        {"trial": 0, "trial_id": "a", "objective": 0.5, "best_so_far": 0.5},
-        {"trial": 1, "trial_id": "b", "objective": 0.2, "best_so_far": 0.5},
-        {"trial": 2, "trial_id": "c", "objective": 0.6, "best_so_far": 0.6}]
+        {"trial": 1, "trial_id": "a", "objective": 0.5, "best_so_far": 0.5},
+        {"trial": 2, "trial_id": "b", "objective": 0.2, "best_so_far": 0.5},
+        {"trial": 3, "trial_id": "c", "objective": 0.6, "best_so_far": 0.6}]
     # both stages swept: only stage 2's epochs (index >= 2) count for the best value
     assert trial_rows(records[:1], dims, metric, 3, last_stage_from=2)[0]["best_objective"] == 0.45
     assert importances(rows, dims, seed=0) == {"lr": 1.0}  # one parameter carries all the variance
@@ -101,7 +104,7 @@ def split_dir(tmp_path_factory):
 def sweep_params(tmp: Path, **tune) -> Path:
     params = {
         "model": {"backbone": "resnet_small", "channels": 1, "image_size": 16, "mean": [0.5], "std": [0.5]},
-        "stage1": {"method": "ce", "epochs": 3, "batch_size": 32, "lr": 0.05},
+        "stage1": {"method": "ce", "epochs": 2, "batch_size": 32, "lr": 0.05},
         "stage2": {"method": "none", "epochs": 0},
         "ray": {"num_workers": 1, "storage_path": str(tmp / "ray_runs")},
         "tune": {"trials": 4, "space": {"lr": [0.0001, 0.1]}, "grace_epochs": 1, "reduction_factor": 2,
@@ -118,24 +121,25 @@ def ltp_tune(tmp: Path, split_dir: Path) -> subprocess.CompletedProcess:
                           cwd=tmp, env=command_env(), capture_output=True, text=True)
 
 
-def test_progress_of_a_restored_sweep_counts_the_trials_it_finished_before(capsys):
-    def trial(trial_id, status, epochs, best):
-        return SimpleNamespace(trial_id=trial_id, status=status, last_result={"training_iteration": epochs},
-                               metric_analysis={"acc": {"max": best}} if best is not None else {})
+def test_progress_counts_the_trials_finished_before_and_names_them_by_key(capsys):
+    def trial(index, status, epochs, best):
+        return SimpleNamespace(trial_id=f"tune{index}", status=status, last_result={"training_iteration": epochs},
+                               metric_analysis={"acc": {"max": best}} if best is not None else {},
+                               experiment_tag=f"{index}_lr=0.0{index}", config={"lr": index / 100, "other": 1})
 
-    # What Tune passes a restored sweep's callback, which it unpickles as it was before any event.
-    finished = [trial("a", "TERMINATED", 3, 0.5), trial("b", "TERMINATED", 1, 0.6)]
-    running = trial("c", "RUNNING", 1, None)
-    progress = _progress("acc", num_trials=4, max_epochs=3)
+    finished = [trial(1, "TERMINATED", 3, 0.5), trial(2, "TERMINATED", 1, 0.6)]
+    running = trial(3, "RUNNING", 1, None)
+    progress = _progress("acc", num_trials=4, max_epochs=3, started=time.perf_counter(), names=("lr",))
     progress.on_trial_result(0, [*finished, running], running, {"acc": 0.55})  # not a new best: silent
     assert capsys.readouterr().out == ""
     progress.on_trial_result(0, [*finished, running], running, {"acc": 0.7})  # not yet in metric_analysis
     assert "3 done" not in (line := capsys.readouterr().out)
-    assert line.startswith("tune: 2/4 done (1 stopped early, 0 failed), 1 running, best acc 0.7000 (trial c)")
+    assert line.startswith("tune: 2/4 done (1 stopped early, 0 failed), 1 running, best acc 0.7000 "
+                           f"(trial {trial_key(3, {'lr': 0.03})})")
     running.last_result, running.metric_analysis = {"training_iteration": 3}, {"acc": {"max": 0.7}}
     progress.on_trial_complete(0, [*finished, running], running)
     assert capsys.readouterr().out.startswith("tune: 3/4 done (1 stopped early, 0 failed), 0 running, best acc 0.7000")
-    running.status, failing = "TERMINATED", trial("d", "RUNNING", 1, None)
+    running.status, failing = "TERMINATED", trial(4, "RUNNING", 1, None)
     progress.on_trial_error(0, [*finished, running, failing], failing)
     assert capsys.readouterr().out.startswith("tune: 4/4 done (1 stopped early, 1 failed), 0 running")
 
@@ -149,11 +153,32 @@ def test_a_parameter_the_method_ignores_stops_the_stage_before_ray(tmp_path, spl
     assert not (tmp_path / "tune").exists() and not (tmp_path / "ray_runs").exists()
 
 
+def ltp_tune_until(tmp: Path, split_dir: Path, line_start: str) -> tuple[int, str, str]:
+    """`ltp tune` interrupted by SIGINT (Ctrl-C) as soon as it prints a line starting with `line_start`."""
+    process = subprocess.Popen(["ltp", "tune", "--params", str(tmp / "params.yaml"), "--split", str(split_dir),
+                                "--out", str(tmp / "tune"), "--metrics", str(tmp / "tune.json"),
+                                "--history", str(tmp / "history.csv"), "--importances", str(tmp / "importances.csv")],
+                               cwd=tmp, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a shell runs background jobs with SIGINT ignored, and children inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = []
+    for line in process.stdout:
+        out.append(line)
+        if line.startswith(line_start):
+            process.send_signal(signal.SIGINT)
+            break
+    rest, err = process.communicate(timeout=120)
+    return process.returncode, "".join(out) + rest, err
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_sweep_stops_trials_early_keeps_the_best_and_a_rerun_repeats_nothing(tmp_path, split_dir):
-    sweep_params(tmp_path)
-    first = ltp_tune(tmp_path, split_dir)
+def test_an_interrupted_and_resumed_sweep_is_the_uninterrupted_sweep(tmp_path, split_dir):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    for directory in (whole, cut):
+        directory.mkdir()
+        sweep_params(directory)
+    first = ltp_tune(whole, split_dir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Configuration for experiment" not in first.stdout + first.stderr  # no Tune tables
     progress = [line for line in first.stdout.splitlines() if line.startswith("tune: ")]
@@ -161,28 +186,53 @@ def test_sweep_stops_trials_early_keeps_the_best_and_a_rerun_repeats_nothing(tmp
     done = [int(line.split()[1].split("/")[0]) for line in progress if " done (" in line]
     assert done == sorted(done) and {1, 2, 3, 4} <= set(done) and done[-1] == 4, progress  # counted per trial
 
-    rows = pq.read_table(tmp_path / "tune" / "trials.parquet").to_pylist()
+    rows = pq.read_table(whole / "tune" / "trials.parquet").to_pylist()
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     assert rows[0]["lr"] == 0.05  # params.yaml's value is evaluated first
     assert {r["status"] for r in rows} <= {"completed", "stopped_early"}
-    assert any(r["status"] == "stopped_early" and r["epochs"] < 3 for r in rows)  # ASHA stopped one
-    assert all(r["epochs"] == 3 for r in rows if r["status"] == "completed")
+    assert any(r["status"] == "stopped_early" and r["epochs"] < 2 for r in rows)  # ASHA stopped one
+    assert all(r["epochs"] == 2 for r in rows if r["status"] == "completed")
     best = max(rows, key=lambda r: r["best_objective"])
-    summary = json.loads((tmp_path / "tune.json").read_text())
+    summary = json.loads((whole / "tune.json").read_text())
     assert summary["best_trial"] == best["trial_id"] and summary["best_value"] == best["best_objective"]
     assert summary["num_trials"] == 4 and summary["default_value"] == rows[0]["best_objective"]
     assert summary["num_stopped_early"] == sum(r["status"] == "stopped_early" for r in rows)
-    tuned = yaml.safe_load((tmp_path / "tune" / "best_params.yaml").read_text())
+    assert f"(trial {best['trial_id']})" in progress[-2]  # progress names trials as the outputs do
+    assert abs(float(progress[-2].split()[-2]) - summary["wall_s"]) <= 3  # one clock for both
+    tuned = yaml.safe_load((whole / "tune" / "best_params.yaml").read_text())
     assert tuned == {"stage1": {"lr": best["lr"]}}
-    history = (tmp_path / "history.csv").read_text().splitlines()
+    history = (whole / "history.csv").read_text().splitlines()
     assert history[0] == "trial,trial_id,objective,best_so_far" and len(history) == 5
     assert math.isclose(float(history[-1].split(",")[-1]), best["best_objective"])
-    assert {p.name for p in (tmp_path / "tune" / "plots").iterdir()} == {
+    assert {p.name for p in (whole / "tune" / "plots").iterdir()} == {
         "optimisation_history.png", "parameters.png", "importances.png"}
 
-    checkpoints = sorted(p.name for p in (tmp_path / "ray_runs").glob("*-train/*/checkpoint_*"))
-    again = ltp_tune(tmp_path, split_dir)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "tune: resuming" in again.stdout
-    assert pq.read_table(tmp_path / "tune" / "trials.parquet").to_pylist() == rows
-    assert sorted(p.name for p in (tmp_path / "ray_runs").glob("*-train/*/checkpoint_*")) == checkpoints  # not retrained
+    # The same sweep, Ctrl-C after 2 of its 4 trials, then the same command again.
+    code, out, err = ltp_tune_until(cut, split_dir, "tune: 2/4 done")
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("tune: interrupted; run the same command again")
+    finished = {p: p.stat().st_mtime_ns for p in (cut / "ray_runs").glob("*-train/*/checkpoint_*")}
+    resumed = ltp_tune(cut, split_dir)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "tune: resuming" in resumed.stdout
+    again = pq.read_table(cut / "tune" / "trials.parquet").to_pylist()
+    # Same trials stopped, same results, same best: the finished ones kept theirs (not 0 epochs).
+    assert again == rows
+    assert json.loads((cut / "tune.json").read_text())["best_value"] == summary["best_value"]
+    assert yaml.safe_load((cut / "tune" / "best_params.yaml").read_text()) == tuned
+    kept = {p: p.stat().st_mtime_ns for p in finished if p.exists()}
+    assert len(kept) >= 2 and all(finished[p] == mtime for p, mtime in kept.items())  # finished: not retrained
+
+
+def test_asha_never_judges_a_trial_during_warm_up():
+    from pipeline.tuning.config import TuneConfig
+    from pipeline.tuning.run import grace_epochs
+
+    warm = StageConfig(method="ce", epochs=4, warmup_epochs=1)
+    assert grace_epochs(TuneConfig(trials=4), warm, "stage1") == 2  # null: the first epoch after warm-up
+    assert grace_epochs(TuneConfig(trials=4, grace_epochs=3), warm, "stage1") == 3
+    with pytest.raises(ConfigError, match=r"^tune.grace_epochs: 1 would let ASHA stop trials during stage1's 1 "):
+        grace_epochs(TuneConfig(trials=4, grace_epochs=1), warm, "stage1")
+    # the shipped params.yaml sweeps stage1 with warm-up: its grace period follows it
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["tune"]["grace_epochs"] is None and params["stage1"]["warmup_epochs"] >= 1

@@ -5,7 +5,12 @@
 2. The job is submitted with working_dir = the repository (Ray skips git-ignored
    files, so no data or caches travel) and the project's runtime environment
    (cluster/runtime_env.yaml); `pipeline.cluster.job` runs the stage's command.
-3. Its logs stream here until it ends. Only a job that SUCCEEDED and published
+0. Before anything is copied, the cluster must answer an authenticated request
+   (a wrong address or token is ClusterUnreachable: one line, exit 2).
+3. Its logs stream here until it ends; every wait is bounded (--timeout for the
+   whole job, a few seconds per request, STATUS_SETTLE_S for the status to follow
+   the end of the log stream, which is how a dead head shows), and Ctrl-C stops
+   the job (or says how to). Only a job that SUCCEEDED and published
    STORAGE/jobs/ID/result.json counts (`ray job submit` exits 0 on a stopped
    job); then every output is copied into the workspace atomically, its
    SHA-256 checked, so DVC caches exactly what the cluster wrote.
@@ -18,6 +23,7 @@ import json
 import os
 import shlex
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,12 +33,61 @@ import yaml
 
 from pipeline.cluster.job import RESULT_FILE
 from pipeline.cluster.spec import StageSpec
+from pipeline.data.errors import DataError
 from pipeline.io import atomic_dir, atomic_file
 from pipeline.storage import copy_tree, exists, join, list_files, open_binary
 
 
+REQUEST_TIMEOUT_S = 30.0  # one request to the dashboard
+STATUS_SETTLE_S = 60.0  # after the log stream ends, the status must turn terminal within this
+WATCH_EVERY_S = 30.0  # while logs stream, the cluster is asked for the job's status this often
+
+
 class JobFailed(RuntimeError):
     """The cluster job did not succeed or did not publish its outputs."""
+
+
+class ClusterUnreachable(RuntimeError):
+    """The cluster does not answer (address, network, token); nothing was copied or submitted."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _bounded(call, timeout_s: float, what: str):
+    """`call()` in a daemon thread, waited for at most `timeout_s` (a hung request cannot hold the
+    process, even at exit); TimeoutError past it, the call's own exception otherwise."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"{what}: no answer within {timeout_s:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def connect(address: str, timeout_s: float = REQUEST_TIMEOUT_S):
+    """A JobSubmissionClient that has answered an authenticated request (listing jobs)."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = _bounded(lambda: JobSubmissionClient(address), timeout_s, f"connecting to {address}")
+        _bounded(client.list_jobs, timeout_s, f"listing the jobs of {address}")
+    except Exception as exc:
+        raise ClusterUnreachable(f"the Ray cluster at {address} did not answer: {_first_line(exc)} "
+                                 "(check --address / RAY_ADDRESS and RAY_AUTH_TOKEN)") from None
+    return client
 
 
 @dataclass(frozen=True)
@@ -62,7 +117,7 @@ def stage_inputs(repo: Path, spec: StageSpec, storage: str) -> None:
     """Copy the stage's data inputs from the workspace to the shared storage."""
     for rel in spec.data_deps:
         if not (repo / rel).exists():
-            raise FileNotFoundError(f"{rel} not found; run the stage that writes it first")
+            raise DataError(f"{rel} not found; run the stage that writes it first (dvc repro)")
         files = copy_tree(str(repo / rel), join(storage, "workspace", rel))
         print(f"[submit] {rel}: {len(files)} files -> {join(storage, 'workspace', rel)}", flush=True)
 
@@ -71,6 +126,58 @@ async def _stream_logs(client, job_id: str) -> None:
     async for lines in client.tail_job_logs(job_id):
         sys.stdout.write(lines)
         sys.stdout.flush()
+
+
+async def _watch(client, job_id: str) -> None:
+    """While logs stream, ask for the job's status now and then: a cluster that stopped answering
+    ends the wait (the stream of a dead head need not close)."""
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        try:
+            _bounded(lambda: client.get_job_status(job_id), REQUEST_TIMEOUT_S, "the job's status")
+        except Exception as exc:
+            raise JobFailed(f"job {job_id}: the cluster stopped answering: {_first_line(exc)}") from None
+
+
+async def _follow(client, job_id: str) -> None:
+    """Stream the logs until they end (or the watch fails)."""
+    tasks = [asyncio.ensure_future(_stream_logs(client, job_id)), asyncio.ensure_future(_watch(client, job_id))]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _terminal_status(client, job_id: str, settle_s: float, deadline: float | None):
+    """The job's status once terminal; the log stream ends a moment before the status does, but a
+    status that stays RUNNING for `settle_s` after it means the cluster lost the job (a dead head)."""
+    limit = time.monotonic() + settle_s
+    if deadline is not None:
+        limit = min(limit, deadline)
+    while True:
+        try:
+            status = _bounded(lambda: client.get_job_status(job_id), REQUEST_TIMEOUT_S, "the job's status")
+        except Exception as exc:
+            raise JobFailed(f"job {job_id}: the cluster stopped answering: {_first_line(exc)}") from None
+        if status.is_terminal():
+            return status
+        if time.monotonic() > limit:
+            raise JobFailed(f"job {job_id}: its logs ended but the cluster still reports {status.value} after "
+                            f"{settle_s:.0f} s; a node (the head?) is probably down (`ray status`)")
+        time.sleep(0.5)
+
+
+def _stop(client, job_id: str, address: str, why: str) -> str:
+    """Stop the job; the message says whether that worked, and how to stop it by hand if not."""
+    try:
+        _bounded(lambda: client.stop_job(job_id), REQUEST_TIMEOUT_S, "stopping the job")
+        return f"job {job_id} stopped ({why})"
+    except Exception as exc:
+        return (f"job {job_id} ({why}) may keep running: stopping it failed ({_first_line(exc)}); "
+                f"stop it with `ray job stop --address {address} {job_id}`")
 
 
 def collect(repo: Path, spec: StageSpec, result: str) -> int:
@@ -111,28 +218,34 @@ def _checked_copy(source: str, handle, digest: str, name: Path) -> None:
 
 
 def submit_stage(repo: Path, spec: StageSpec, target: Target, env_file: Path,
-                 timeout_s: float | None = None) -> str:
+                 timeout_s: float | None = None, settle_s: float = STATUS_SETTLE_S) -> str:
     """Run `spec` on the cluster and collect its outputs into `repo`; returns the one-line summary."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     started = time.perf_counter()
+    client = connect(target.address)  # before any data is copied
     stage_inputs(repo, spec, target.storage)
     job_id = f"ltp-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    client = JobSubmissionClient(target.address)
-    client.submit_job(entrypoint=entrypoint(spec, target, job_id), submission_id=job_id,
-                      runtime_env=runtime_env(repo, env_file))
-    print(f"[submit] job {job_id} submitted to {target.address}", flush=True)
     try:
-        asyncio.run(asyncio.wait_for(_stream_logs(client, job_id), timeout_s))
-    except (KeyboardInterrupt, asyncio.TimeoutError):
-        client.stop_job(job_id)
-        raise JobFailed(f"job {job_id} stopped (interrupted or past {timeout_s} s)") from None
-    status = client.get_job_status(job_id)
-    while not status.is_terminal():  # the log stream can end a moment before the status does
-        time.sleep(0.5)
-        status = client.get_job_status(job_id)
+        _bounded(lambda: client.submit_job(entrypoint=entrypoint(spec, target, job_id), submission_id=job_id,
+                                           runtime_env=runtime_env(repo, env_file)),
+                 REQUEST_TIMEOUT_S * 4, "submitting the job")  # includes uploading the working dir
+    except Exception as exc:
+        raise ClusterUnreachable(f"the Ray cluster at {target.address} refused the job: {_first_line(exc)}") from None
+    print(f"[submit] job {job_id} submitted to {target.address}", flush=True)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        asyncio.run(asyncio.wait_for(_follow(client, job_id), timeout_s))
+        status = _terminal_status(client, job_id, settle_s, deadline)
+    except KeyboardInterrupt:
+        raise JobFailed(_stop(client, job_id, target.address, "interrupted")) from None
+    except asyncio.TimeoutError:
+        raise JobFailed(_stop(client, job_id, target.address, f"past --timeout {timeout_s:g} s")) from None
     if status != JobStatus.SUCCEEDED:
-        message = client.get_job_info(job_id).message
+        try:
+            message = _bounded(lambda: client.get_job_info(job_id).message, REQUEST_TIMEOUT_S, "the job's info")
+        except Exception as exc:
+            message = _first_line(exc)
         raise JobFailed(f"job {job_id} {status.value}: {message}")
     count = collect(repo, spec, join(target.storage, "jobs", job_id))
     return (f"submit {spec.name}: job {job_id} succeeded; {count} files of {len(spec.outs)} outputs collected "

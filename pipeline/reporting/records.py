@@ -11,6 +11,7 @@ the predictions, which can be large.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -57,12 +58,15 @@ class RunLabel:
     seed: str
     backbone: str
     epochs: str  # "stage1+stage2"
-    params: str  # the methods' non-default knobs, "k=v" joined
+    params: str  # the methods' knobs and the stages' non-default settings (lr, ...), "k=v" joined
+    config: str = ""  # digest of the whole resolved run config but its seeds (see ``config_digest``)
 
     @property
     def group_key(self) -> tuple:
+        """Only runs whose resolved config differs in nothing but the seed share a row: a mean +- std
+        over anything else would mix configurations."""
         return (self.dataset, self.profile, self.rho, self.stage1, self.stage2, self.backbone,
-                self.epochs, self.params)
+                self.epochs, self.params, self.config)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,38 @@ def _knobs(prefix: str, params: dict) -> list[str]:
     return [f"{prefix}.{k}={v}" for k, v in sorted(params.items())]
 
 
+def _format(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _settings(prefix: str, stage: dict) -> list[str]:
+    """The stage's settings besides method, knobs, epochs and seed that differ from StageConfig's
+    defaults (the tuned lr or weight decay among them), so rows that differ say how."""
+    from pipeline.training.config import StageConfig
+
+    shown = ("method", "params", "epochs", "seed")
+    defaults = {f.name: f.default for f in dataclasses.fields(StageConfig)
+                if f.name not in shown and f.default is not dataclasses.MISSING}
+    return [f"{prefix}.{k}={_format(stage[k])}" for k, default in defaults.items()
+            if k in stage and _json_value(stage[k]) != _json_value(default)]
+
+
+def _json_value(value):
+    return json.loads(json.dumps(value))  # tuples as lists, as job.json stores them
+
+
+def config_digest(params: dict, job: dict, split: dict) -> str:
+    """SHA-256 (12 hex) of everything that resolves a run but its seeds: the dataset, the split's
+    profile, both stages' full configs (tuned values included, as job.json records what trained)
+    and the task (model, classes, thresholds)."""
+    resolved = {"dataset": (params.get("data") or {}).get("dataset"),
+                "split": {k: v for k, v in split.items() if k != "seed"},
+                "stage1": {k: v for k, v in job["stage1"].items() if k != "seed"},
+                "stage2": {k: v for k, v in job["config"].items() if k != "seed"},
+                "task": job["task"]}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_label(params: dict, job: dict, split: dict) -> RunLabel:
     """The label from the run's params (dataset), its stage-2 job record (methods, seeds) and split stats."""
     stage1, stage2 = job["stage1"], job["config"]
@@ -95,7 +131,9 @@ def run_label(params: dict, job: dict, split: dict) -> RunLabel:
         seed=str(stage1["seed"]) if len(seeds) == 1 else f"{stage1['seed']}/{stage2['seed']}",
         backbone=job["task"]["model"]["backbone"],
         epochs=f"{stage1['epochs']}+{stage2['epochs']}",
-        params=", ".join(_knobs("s1", stage1.get("params") or {}) + _knobs("s2", stage2.get("params") or {})),
+        params=", ".join(_knobs("s1", stage1.get("params") or {}) + _settings("s1", stage1)
+                         + _knobs("s2", stage2.get("params") or {}) + _settings("s2", stage2)),
+        config=config_digest(params, job, split),
     )
 
 

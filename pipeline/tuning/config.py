@@ -18,7 +18,7 @@ class TuneConfig:
     objective: str = "balanced_accuracy"  # validation metric to maximise
     space: dict[str, tuple[float, float]] = field(default_factory=dict)  # parameter -> [low, high]
     epochs: int | None = None  # epochs per trial and stage; None: the stage's own `epochs`
-    grace_epochs: int = 1  # ASHA: no trial stops before this many epochs
+    grace_epochs: int | None = None  # ASHA: no trial stops before this many epochs; None: warm-up + 1
     reduction_factor: int = 2  # ASHA: keep the best 1 / reduction_factor at each rung
     concurrency: int = 1  # trials running at once
     time_budget_s: float | None = None  # end the sweep (running trials included) after this many seconds
@@ -34,7 +34,7 @@ class TuneConfig:
         require(self.objective in OBJECTIVES, "tune.objective",
                 f"{self.objective!r} is not one of {', '.join(OBJECTIVES)} (validation metrics)")
         require(self.epochs is None or self.epochs >= 1, "tune.epochs", "must be >= 1 or null")
-        require(self.grace_epochs >= 1, "tune.grace_epochs", "must be >= 1")
+        require(self.grace_epochs is None or self.grace_epochs >= 1, "tune.grace_epochs", "must be >= 1 or null")
         require(self.reduction_factor >= 2, "tune.reduction_factor", "must be >= 2")
         require(self.concurrency >= 1, "tune.concurrency", "must be >= 1")
         require(self.time_budget_s is None or self.time_budget_s > 0, "tune.time_budget_s", "must be > 0 or null")

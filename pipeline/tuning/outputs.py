@@ -37,9 +37,10 @@ def write_best_params(path: Path, overlay: dict[str, Any], summary: dict[str, An
 
 
 def plot_sweep(directory: Path, rows: Sequence[dict], history: Sequence[dict], importances: dict[str, float],
-               dims: Sequence[Dimension], metric: str) -> None:
+               dims: Sequence[Dimension], metric: str, default_first: bool = False) -> None:
     """optimisation_history.png, parameters.png (each parameter against the objective) and
-    importances.png in `directory` (nothing when no trial scored)."""
+    importances.png in `directory` (nothing when no trial scored). `default_first`: trial 1 ran
+    params.yaml's values, labelled as such."""
     scored = [r for r in rows if r["best_objective"] is not None]
     if not scored:
         return
@@ -47,11 +48,15 @@ def plot_sweep(directory: Path, rows: Sequence[dict], history: Sequence[dict], i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.scatter([h["trial"] for h in history], [h["objective"] for h in history], label="trial", color="tab:blue")
     ax.step([h["trial"] for h in history], [h["best_so_far"] for h in history], where="post",
             label="best so far", color="tab:orange")
+    if default_first and history and history[0]["trial"] == 1:
+        ax.annotate("params.yaml", (1, history[0]["objective"]), textcoords="offset points", xytext=(4, 6),
+                    fontsize=8)
     ax.set(xlabel="trial", ylabel=metric, title="Optimisation history")
     ax.legend()
     fig.tight_layout()
@@ -66,7 +71,13 @@ def plot_sweep(directory: Path, rows: Sequence[dict], history: Sequence[dict], i
             ax.scatter([r[dim.name] for r in points], [r["best_objective"] for r in points], color=colour,
                        label=status.replace("_", " "))
         if dim.scale == "log":
+            # Matplotlib labels the minor ticks of a narrow log range as 2x10^-2, 3x10^-2...: they
+            # overlap. Plain numbers at 1, 2, 5 per decade instead, slanted.
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
         ax.set(xlabel=dim.name, ylabel=metric)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -77,7 +88,11 @@ def plot_sweep(directory: Path, rows: Sequence[dict], history: Sequence[dict], i
         fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(importances)))
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names], color="tab:purple")
-        ax.set(xlabel="fANOVA importance", title="Parameter importances")
+        epochs = {r["epochs"] for r in scored}
+        title = "Parameter importances"
+        if len(epochs) > 1:  # ASHA stopped some: their values are after fewer epochs
+            title += f"\n(trials of {min(epochs)} to {max(epochs)} epochs: a rough guide)"
+        ax.set(xlabel="fANOVA importance", title=title)
         fig.tight_layout()
         fig.savefig(directory / "importances.png", dpi=110)
         plt.close(fig)

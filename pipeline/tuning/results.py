@@ -45,9 +45,11 @@ def best_row(rows: Sequence[dict]) -> dict | None:
 
 
 def history_rows(rows: Sequence[dict]) -> list[dict]:
-    """Optimisation history in trial order: each trial's best objective and the best so far."""
+    """Optimisation history in trial order: each trial's best objective and the best so far; trials
+    numbered from 1 in creation order, as their keys are (trial 1: params.yaml's values when they
+    lie in the space)."""
     out, best = [], -math.inf
-    for number, row in enumerate(rows):
+    for number, row in enumerate(rows, start=1):
         if row["best_objective"] is None:
             continue
         best = max(best, row["best_objective"])

@@ -53,6 +53,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
         if cfg.epochs is not None:
             config = dataclasses.replace(config, epochs=cfg.epochs, warmup_epochs=min(config.warmup_epochs, cfg.epochs))
         configs[stage] = config
+    cfg = dataclasses.replace(cfg, grace_epochs=grace_epochs(cfg, configs[cfg.stages[0]], cfg.stages[0]))
     jobs = {stage: TrainJob(stage, config, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)
             for stage, config in configs.items()}
     first_point = default_values(dims, configs)
@@ -69,7 +70,8 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
     print(f"tune: {cfg.trials} trials of {' + '.join(f'{s} {jobs[s].config.method}' for s in jobs)} over "
           f"{', '.join(d.name for d in dims)}; objective {cfg.metric}; up to {total_epochs(sweep)} epochs each, "
           f"{cfg.concurrency} at a time", flush=True)
-    records = run_sweep(sweep, ray_cfg, storage, first_point)
+    records = run_sweep(sweep, ray_cfg, storage, first_point, started)
+    wall_s = round(time.perf_counter() - started, 1)  # as the last progress line counts it
 
     max_epochs = total_epochs(sweep)
     last_stage_from = max_epochs - jobs[cfg.stages[-1]].config.epochs
@@ -87,9 +89,9 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
                "best_params": {d.name: best[d.name] for d in dims} if best else {},
                "default_params": first_point or {},
                "default_value": default_row["best_objective"] if default_row else None,
-               "wall_s": round(time.perf_counter() - started, 1)}
+               "wall_s": wall_s}
     best_overlay = overlay(dims, summary["best_params"]) if best else {}
-    _write(paths, rows, dims, summary, best_overlay, importances, history)
+    _write(paths, rows, dims, summary, best_overlay, importances, history, default_first=first_point is not None)
     if best is None:
         raise RuntimeError(f"tune: none of the {len(rows)} trials reported {cfg.metric}; see the errors above")
     values = ", ".join(f"{k}={v:.4g}" for k, v in summary["best_params"].items())
@@ -98,6 +100,18 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
     return (f"tune: {len(rows)} trials ({counts['completed']} completed, {counts['stopped_early']} stopped early, "
             f"{counts['error']} failed) in {summary['wall_s']:.0f} s; best {cfg.metric} "
             f"{summary['best_value']:.4f}{versus} with {values}")
+
+
+def grace_epochs(cfg: TuneConfig, first: StageConfig, stage: str) -> int:
+    """ASHA's grace period: never within the first swept stage's learning-rate warm-up, where a
+    trial's early score says little about where it ends (None: the first epoch after warm-up)."""
+    if cfg.grace_epochs is None:
+        return max(1, min(first.warmup_epochs + 1, first.epochs))
+    if cfg.grace_epochs <= first.warmup_epochs:
+        raise ConfigError(f"tune.grace_epochs: {cfg.grace_epochs} would let ASHA stop trials during "
+                          f"{stage}'s {first.warmup_epochs} warm-up epochs; use more than "
+                          f"{first.warmup_epochs}, or null for warm-up + 1")
+    return cfg.grace_epochs
 
 
 def _check_methods(jobs: dict[str, TrainJob]) -> None:
@@ -119,11 +133,12 @@ def _on_fixed_stage1(job: TrainJob, stage1: StageConfig, ray_cfg: RayConfig, pat
     return dataclasses.replace(job, stage1=stage1, stage1_weights=str((directory / WEIGHTS_FILE).resolve()))
 
 
-def _write(paths: TuneOutputs, rows, dims, summary, best_overlay, importances, history) -> None:
+def _write(paths: TuneOutputs, rows, dims, summary, best_overlay, importances, history,
+           default_first: bool = False) -> None:
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     plots = paths.out_dir / outputs.PLOTS_DIR
     plots.mkdir(exist_ok=True)
     outputs.write_trials(paths.out_dir / outputs.TRIALS_FILE, rows, dims)
     outputs.write_best_params(paths.out_dir / outputs.BEST_PARAMS_FILE, best_overlay, summary)
-    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("objective", ""))
+    outputs.plot_sweep(plots, rows, history, importances, dims, summary.get("objective", ""), default_first)
     outputs.write_metrics(paths.summary, paths.history, paths.importances, summary, history, importances)
