@@ -19,6 +19,7 @@ def test_dvc_repro_split_on_digits_then_nothing_to_do(tmp_path):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
+    shutil.copytree(ROOT / "stages", repo / "stages")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
     params["prepare"]["shard_max_samples"] = 500

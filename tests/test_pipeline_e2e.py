@@ -28,6 +28,7 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
+    shutil.copytree(ROOT / "stages", repo / "stages")
     shutil.copytree(ROOT / "kept_runs", repo / "kept_runs")  # the report's folder of kept runs
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
