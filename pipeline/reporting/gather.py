@@ -60,16 +60,10 @@ def experiment_reader(root: str | Path, ref: str):
 
 
 def head_name(root: str | Path) -> str | None:
-    """The branch name of HEAD (its short hash when detached); None outside a git repository or before
-    the first commit."""
-    result = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        return None
-    name = result.stdout.strip()
-    if name == "HEAD":
-        name = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True).stdout.strip()
-    return name
+    """HEAD's short hash (not its branch: `dvc exp run` detaches HEAD while it runs); None outside a git
+    repository or before the first commit."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def kept_names(kept_dir: str | Path) -> list[str]:
