@@ -28,6 +28,10 @@ with tempfile.TemporaryDirectory() as tmp:
 '''
 
 
+PLOTTED = ("runs/evaluation/per_class.csv", "metrics/reliability.csv", "metrics/test_confusion.csv")
+TEMPLATE = ROOT / ".vega/template.html"  # scripts/install-vega.sh (make test / make repro)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A committed baseline run: check (as in dvc.yaml), the stand-in run, report (as in dvc.yaml).
@@ -45,7 +49,9 @@ def repo(tmp_path_factory):
                       "outs": ["runs/stage2", "runs/evaluation", {"metrics/split_stats.json": {"cache": False}}],
                       "metrics": real["evaluate"]["metrics"]},
               "report": report}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    plots = [p for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+             if isinstance(p, dict) and set(p) & set(PLOTTED)]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False))
     (repo / ".gitignore").write_text("/runs/\n/reports/\n")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
                 ["git", "config", "user.name", "test"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
@@ -104,3 +110,15 @@ def test_the_report_keeps_the_baseline_and_every_experiment_and_dvc_views_stay_s
             assert set((run["data"] or {}).get("metrics") or {}) <= {"metrics/test.json"}
     header = run_command(["dvc", "exp", "show", "--only-changed", "--csv"], repo).splitlines()[0].split(",")
     assert "stage1.seed" in header and "balanced_accuracy" in header and len(header) <= 20, header
+
+
+@pytest.mark.skipif(not TEMPLATE.is_file(), reason="no offline template: scripts/install-vega.sh found no npm registry")
+def test_dvc_plots_show_draws_each_plot_once_offline(repo, tmp_path):
+    from browser import render_page
+
+    run_command(["dvc", "plots", "show", "--html-template", str(TEMPLATE), "-o", str(tmp_path / "plots")], repo)
+    page = (tmp_path / "plots/index.html").read_text()
+    assert page.count("vegaEmbed(") == len(PLOTTED) and "cdn.jsdelivr" not in page
+    result = render_page(tmp_path / "plots/index.html", tmp_path / "shot.png")
+    assert result["requests"] == [(tmp_path / "plots/index.html").as_uri()] and result["failed"] == []
+    assert len((tmp_path / "shot.png").read_bytes()) > 20_000  # drawn, not a blank page
