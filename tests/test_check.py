@@ -26,7 +26,8 @@ def test_each_stage_gets_the_values_it_reads(tmp_path):
     assert inputs["tune"] == {"tune.trials": 0}  # no sweep: stage edits do not touch tune
     assert set(inputs["stage1"]) == {"model", "stage1", "ray", "tune.apply"}
     assert inputs["stage1"]["stage1"]["optimizer"] == "sgd"  # defaults filled in
-    assert ltp(["check", "--params", str(params_file(tmp_path, tune={"trials": 4})), "--out", str(tmp_path / "in")]) == 0
+    sweeping = params_file(tmp_path, tune={"trials": 4})
+    assert ltp(["check", "--params", str(sweeping), "--out", str(tmp_path / "in")]) == 0
     assert set(json.loads((tmp_path / "in/tune.json").read_text())) == {"model", "stage1", "stage2", "ray", "tune"}
 
 

@@ -54,7 +54,8 @@ def repo(tmp_path_factory):
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False))
     (repo / ".gitignore").write_text("/runs/\n/reports/\n")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
-                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"]):
         run_command(cmd, repo)
     out = run_command(["dvc", "repro"], repo)
     assert "report: 1 run in 1 configuration," in out

@@ -49,4 +49,5 @@ def test_a_fresh_clone_of_head_matches_its_dvc_lock(tmp_path):
                 if state != "not in cache":
                     stale.append(f"{stage}: output {path} {state}")
             assert "changed command" not in change, stage
-    assert stale == [], "dvc.lock does not match HEAD (run `make repro`, commit dvc.lock and metrics/):\n" + "\n".join(stale)
+    assert stale == [], ("dvc.lock does not match HEAD (run `make repro`, commit dvc.lock and metrics/):\n"
+                         + "\n".join(stale))

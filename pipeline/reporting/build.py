@@ -137,8 +137,8 @@ def report_blocks(records: list[RunRecord], skipped: list[str], sweep: Sweep | N
                   cfg: ReportConfig) -> tuple[list[Block], list[LeaderboardRow]]:
     rows = leaderboard(records)
     best = best_run(records)
-    sources = ", ".join(f"{sum(r.source == s for r in records)} {s}" for s in ("workspace", "commit", "experiment", "kept")
-                        if any(r.source == s for r in records))
+    sources = ", ".join(f"{sum(r.source == s for r in records)} {s}"
+                        for s in ("workspace", "commit", "experiment", "kept") if any(r.source == s for r in records))
     blocks: list[Block] = [Heading(TITLE, 1), Paragraph(
         f"{counted(len(records), 'evaluated run')} ({sources}) in {counted(len(rows), 'configuration')}. "
         f"Best by balanced accuracy: {best.name}. Runs come from the workspace, the commit it is based on (HEAD), "
