@@ -19,10 +19,12 @@ data:
 	@bash scripts/install-default-data.sh
 
 repro: $(STAMP) data
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/install-vega.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	@bash scripts/install-chromium.sh
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/install-vega.sh
 	$(BIN)/python -m pytest
 
 clean-venv:

@@ -4,7 +4,7 @@ each stage run with `dvc repro --single-item` in DAG order (so DVC's own work co
 The default setting is the default pipeline (params.yaml as committed, Fashion-MNIST); --small runs
 the DAG on scikit-learn's digits with one short epoch. --stages picks a prefix of the DAG.
 
-    python -m benchmarks.repro [--small] [--stages fetch,prepare,split] [--out FILE]
+    python -m benchmarks.repro [--small] [--stages check,fetch,prepare,split] [--out FILE]
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         repo = Path(tmp)
         for name in ("dvc.yaml", ".dvcignore"):
             shutil.copy(ROOT / name, repo / name)
-        for name in ("pipeline", "kept_runs"):  # report depends on both
+        for name in ("pipeline", "stages", "kept_runs"):  # the stages' code; report depends on kept_runs
             shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):

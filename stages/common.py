@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from pipeline.config import ConfigError, parse_section
+from pipeline.config import ConfigError
 from pipeline.data.errors import DataError
 from stages.errors import expected_failure
 from stages.lock import stage_lock
@@ -28,21 +28,6 @@ def load_params(path: str | Path) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return params
-
-
-def with_tuned(params: dict[str, Any], section: str, tuned: str | Path) -> dict[str, Any]:
-    """`params` with a sweep's best values for `section` (the file `tuned`, written by the tune stage)
-    applied when `tune.apply` is true (the default) and the file exists."""
-    from pipeline.tuning.config import TuneConfig
-    from pipeline.tuning.run import apply_overlay
-
-    tuned = Path(tuned)
-    if not (parse_section(TuneConfig, params, "tune").apply and tuned.is_file()):
-        return params
-    best = read_yaml(tuned) or {}
-    if best.get(section):
-        print(f"{section}: with the sweep's best values from {tuned}: {best[section]}", flush=True)
-    return {**params, section: apply_overlay(params, best, section)}
 
 
 def check_writable(outputs: Sequence[str | Path]) -> None:

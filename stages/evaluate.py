@@ -1,27 +1,28 @@
 """DVC stage `evaluate`: the best model over the test shards on Ray; predictions and test metrics."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pipeline.config import parse_section
-from pipeline.data.manifest import read_manifest
-from pipeline.data.verify import verify_shards
-from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
-from pipeline.training.config import RayConfig
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp evaluate", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", default="data/prepared")
-    parser.add_argument("--run", default="runs/stage2")
-    parser.add_argument("--out", default="runs/evaluation")
-    parser.add_argument("--metrics", default="metrics/test.json")
+    parser = stage_parser("ltp evaluate", __doc__)
+    add_params(parser)
+    parser.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (its test shards)")
+    parser.add_argument("--run", default="runs/stage2", help="the trained run to evaluate")
+    parser.add_argument("--out", default="runs/evaluation", help="folder for predictions and per-class tables")
+    parser.add_argument("--metrics", default="metrics/test.json", help="the test metrics (a DVC metrics file)")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.data.manifest import read_manifest
+        from pipeline.data.verify import verify_shards
+        from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
+        from pipeline.training.config import RayConfig
+
         ray_cfg = parse_section(RayConfig, load_params(args.params), "ray")
         prepared = Path(args.prepared).resolve()
         manifest = read_manifest(prepared / "manifest.parquet", ["key", "label", "split", "shard", "size", "sha256"])

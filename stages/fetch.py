@@ -1,21 +1,21 @@
 """DVC stage `fetch`: find or download the raw dataset named in params `data`."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.data.config import DataConfig
-from pipeline.data.fetch import fetch
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp fetch", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data/raw")
+    parser = stage_parser("ltp fetch", __doc__)
+    add_params(parser)
+    parser.add_argument("--out", default="data/raw", help="folder for the verified files and source.json")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.data.config import DataConfig
+        from pipeline.data.fetch import fetch
+
         cfg = parse_section(DataConfig, load_params(args.params), "data")
         info = fetch(cfg, args.out)
         return f"fetched {info['dataset']} from {info['origin']} into {args.out}"

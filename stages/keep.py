@@ -1,22 +1,22 @@
 """`ltp keep NAME`: save the workspace's evaluated run (its small files) as report.kept_runs/NAME."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.reporting.build import ReportConfig
-from pipeline.reporting.records import keep_run
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp keep", description=__doc__)
+    parser = stage_parser("ltp keep", __doc__)
     parser.add_argument("name", help="folder name of the kept run")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--root", default=".")
+    add_params(parser)
+    parser.add_argument("--root", default=".", help="the workspace whose evaluated run is kept")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.reporting.build import ReportConfig
+        from pipeline.reporting.records import keep_run
+
         cfg = parse_section(ReportConfig, load_params(args.params), "report")
         target = keep_run(args.root, cfg.kept_runs, args.name)
         return f"keep: the evaluated run is kept as {target} (the report lists it as {args.name!r})"

@@ -1,23 +1,23 @@
 """DVC stage `prepare`: raw dataset -> WebDataset shards per split + Parquet manifest + classes.json."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.data.config import PrepareConfig
-from pipeline.data.prepare import prepare
-from pipeline.training.config import ModelConfig
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp prepare", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--raw", default="data/raw")
-    parser.add_argument("--out", default="data/prepared")
+    parser = stage_parser("ltp prepare", __doc__)
+    add_params(parser)
+    parser.add_argument("--raw", default="data/raw", help="the fetch stage's folder")
+    parser.add_argument("--out", default="data/prepared", help="folder for shards, manifest and classes.json")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.data.config import PrepareConfig
+        from pipeline.data.prepare import prepare
+        from pipeline.training.config import ModelConfig
+
         params = load_params(args.params)
         cfg = parse_section(PrepareConfig, params, "prepare")
         channels = parse_section(ModelConfig, params, "model").channels  # decoded as training will

@@ -1,23 +1,25 @@
 """DVC stage `report`: every evaluated run (workspace, DVC experiments, kept runs) in one Markdown + HTML page."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.reporting.build import ReportConfig, build_report
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp report", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("ltp report", __doc__)
+    add_params(parser)
     parser.add_argument("--root", default=".", help="the repository whose runs are gathered")
-    parser.add_argument("--out", default="reports")
-    parser.add_argument("--reliability", default="metrics/reliability.csv")
-    parser.add_argument("--confusion", default="metrics/test_confusion.csv")
+    parser.add_argument("--out", default="reports", help="folder for report.md, report.html and figures/")
+    parser.add_argument("--reliability", default="metrics/reliability.csv",
+                        help="the workspace run's reliability bins (CSV, a DVC plot)")
+    parser.add_argument("--confusion", default="metrics/test_confusion.csv",
+                        help="the workspace run's confusion pairs (CSV, a DVC plot)")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.reporting.build import ReportConfig, build_report
+
         cfg = parse_section(ReportConfig, load_params(args.params), "report")
         return build_report(cfg, args.root, args.out, args.reliability, args.confusion).line()
 

@@ -1,24 +1,25 @@
 """DVC stage `split`: the long-tailed training split, validation carve-out, groups and statistics."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.data.config import SplitConfig
-from pipeline.data.split import build_split
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp split", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", default="data/prepared")
-    parser.add_argument("--out", default="data/split")
-    parser.add_argument("--stats", default="metrics/split_stats.json")
-    parser.add_argument("--class-counts", default="metrics/split_class_counts.csv")
+    parser = stage_parser("ltp split", __doc__)
+    add_params(parser)
+    parser.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder")
+    parser.add_argument("--out", default="data/split", help="folder for the long-tailed shards and manifest")
+    parser.add_argument("--stats", default="metrics/split_stats.json", help="counts, groups and thresholds (JSON)")
+    parser.add_argument("--class-counts", default="metrics/split_class_counts.csv",
+                        help="training images per class (CSV, a DVC plot)")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.data.config import SplitConfig
+        from pipeline.data.split import build_split
+
         cfg = parse_section(SplitConfig, load_params(args.params), "split")
         return build_split(cfg, args.prepared, args.out, args.stats, args.class_counts).line()
 

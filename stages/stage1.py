@@ -1,26 +1,27 @@
 """DVC stage `stage1`: representation learning of params `stage1.method` on Ray Train."""
 from __future__ import annotations
 
-import argparse
-
-from pipeline.config import parse_section
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
-from pipeline.training.loop import TrainJob, assemble_method
-from pipeline.training.run import load_task, train_stage
-from stages.common import load_params, run_stage, with_tuned
+from stages.cli import add_params, methods_epilog, stage_parser
+from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp stage1", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", default="data/split")
-    parser.add_argument("--out", default="runs/stage1")
-    parser.add_argument("--metrics", default="metrics/stage1.json")
-    parser.add_argument("--history", default="metrics/stage1_history.tsv")
+    parser = stage_parser("ltp stage1", __doc__, methods_epilog("stage1"))
+    add_params(parser)
+    parser.add_argument("--split", default="data/split", help="the split stage's folder")
+    parser.add_argument("--out", default="runs/stage1", help="folder for the trained model and job.json")
+    parser.add_argument("--metrics", default="metrics/stage1.json", help="the best epoch's validation metrics")
+    parser.add_argument("--history", default="metrics/stage1_history.tsv", help="one row per epoch (a DVC plot)")
     parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+        from pipeline.training.loop import TrainJob, assemble_method
+        from pipeline.training.run import load_task, train_stage
+        from stages.tuned import with_tuned
+
         params = load_params(args.params)
         model = parse_section(ModelConfig, params, "model")
         stage = parse_section(StageConfig, with_tuned(params, "stage1", args.tuned), "stage1").validate("stage1")

@@ -1,28 +1,30 @@
 """DVC stage `stage2`: classifier re-balancing (params `stage2.method`) on the frozen stage-1 model."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pipeline.config import parse_section
-from pipeline.training.config import RayConfig, StageConfig
-from pipeline.training.loop import TrainJob, assemble_method
-from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
-from stages.common import load_params, run_stage, with_tuned
+from stages.cli import add_params, methods_epilog, stage_parser
+from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp stage2", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", default="data/split")
-    parser.add_argument("--stage1", default="runs/stage1")
-    parser.add_argument("--out", default="runs/stage2")
-    parser.add_argument("--metrics", default="metrics/stage2.json")
-    parser.add_argument("--history", default="metrics/stage2_history.tsv")
+    parser = stage_parser("ltp stage2", __doc__, methods_epilog("stage2"))
+    add_params(parser)
+    parser.add_argument("--split", default="data/split", help="the split stage's folder")
+    parser.add_argument("--stage1", default="runs/stage1", help="the stage-1 run to re-balance")
+    parser.add_argument("--out", default="runs/stage2", help="folder for the trained model and job.json")
+    parser.add_argument("--metrics", default="metrics/stage2.json", help="the best epoch's validation metrics")
+    parser.add_argument("--history", default="metrics/stage2_history.tsv", help="one row per epoch (a DVC plot)")
     parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.training.config import RayConfig, StageConfig
+        from pipeline.training.loop import TrainJob, assemble_method
+        from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
+        from stages.tuned import with_tuned
+
         params = load_params(args.params)
         stage = parse_section(StageConfig, with_tuned(params, "stage2", args.tuned), "stage2").validate("stage2")
         ray_cfg = parse_section(RayConfig, params, "ray")

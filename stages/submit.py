@@ -2,32 +2,35 @@
 into this workspace (see cluster/README.md)."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pipeline.cluster.spec import stage_spec
-from pipeline.cluster.submit import ClusterUnreachable, JobFailed, Target, default_address, submit_stage
-from pipeline.config import ConfigError
+from pipeline.cluster.submit import default_address  # light: no Ray import
+from stages.cli import stage_parser
 from stages.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp submit", description=__doc__)
+    parser = stage_parser("ltp submit", __doc__)
     parser.add_argument("stage", help="a stage of dvc.yaml (its cmd runs on the cluster)")
     parser.add_argument("--address", default=default_address(),
-                        help="the cluster's dashboard, http://HOST:8265 (default: $RAY_ADDRESS)")
+                        help="the cluster's dashboard, http://HOST:8265 (taken from $RAY_ADDRESS when set)")
     parser.add_argument("--storage", required=True,
                         help="shared storage as this machine reaches it: a path or an fsspec URL")
     parser.add_argument("--cluster-storage", default=None,
                         help="the same storage as the cluster nodes mount it (default: --storage)")
-    parser.add_argument("--dvc-yaml", default="dvc.yaml")
-    parser.add_argument("--runtime-env", default="cluster/runtime_env.yaml")
-    parser.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds (default: no limit on the job; every "
-                             "request to the cluster is still bounded)")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline whose stage is submitted")
+    parser.add_argument("--runtime-env", default="cluster/runtime_env.yaml", help="Ray runtime environment of the job")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop the job after this many seconds (None: no limit on the job; every request "
+                             "to the cluster is still bounded)")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.cluster.spec import stage_spec
+        from pipeline.cluster.submit import ClusterUnreachable, JobFailed, Target, submit_stage
+        from pipeline.config import ConfigError
+
         if not args.address:
             raise ConfigError("--address: give the dashboard address (http://HOST:8265) or set RAY_ADDRESS")
         cluster_storage = args.cluster_storage or args.storage

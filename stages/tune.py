@@ -1,30 +1,30 @@
 """DVC stage `tune`: a Ray Tune + Optuna sweep (params `tune`) whose best values stage1 / stage2 take."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import parse_section
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
-from pipeline.training.run import load_task
-from pipeline.tuning.config import TuneConfig
-from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
-from pipeline.tuning.sweep import SweepInterrupted
+from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltp tune", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", default="data/split")
-    parser.add_argument("--out", default="runs/tune")
-    parser.add_argument("--metrics", default="metrics/tune.json")
-    parser.add_argument("--history", default="metrics/tune_history.csv")
-    parser.add_argument("--importances", default="metrics/tune_importances.csv")
+    parser = stage_parser("ltp tune", __doc__)
+    add_params(parser)
+    parser.add_argument("--split", default="data/split", help="the split stage's folder")
+    parser.add_argument("--out", default="runs/tune", help="folder for trials.parquet, best_params.yaml, plots/")
+    parser.add_argument("--metrics", default="metrics/tune.json", help="the sweep's summary")
+    parser.add_argument("--history", default="metrics/tune_history.csv", help="objective per trial (CSV)")
+    parser.add_argument("--importances", default="metrics/tune_importances.csv", help="parameter importances (CSV)")
     args = parser.parse_args(argv)
 
     def body() -> str:
+        from pipeline.config import parse_section
+        from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+        from pipeline.training.run import load_task
+        from pipeline.tuning.config import TuneConfig
+        from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
+
         params = load_params(args.params)
         cfg = parse_section(TuneConfig, params, "tune")
         paths = TuneOutputs(Path(args.out), Path(args.metrics), Path(args.history), Path(args.importances))
@@ -38,6 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])
-    except (SweepInterrupted, KeyboardInterrupt) as exc:
+    except KeyboardInterrupt as exc:  # SweepInterrupted too: Ctrl-C during a sweep
         print(str(exc) or "tune: interrupted; run the same command again to resume", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports Ctrl-C

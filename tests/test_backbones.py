@@ -1,4 +1,6 @@
 """Backbones: every registered name runs forward and backward; ResNet-32 size; EfficientNet-Lite weights."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,13 @@ def test_efficientnet_lite_mismatch_is_a_clear_error():
     widened.conv_head = torch.nn.Conv2d(320, 1000, 1, bias=False)
     with pytest.raises(ValueError, match=r"_conv_head.weight has shape \(1280, 320, 1, 1\)"):
         load_efficientnet_lite_weights(widened, "lite0")
+
+
+def test_resnet_small_is_the_resnet_8_the_docs_name():
+    """3x3 convolutions + the classifier count the depth: 1 stem + 2 per block x 3 stages + 1 = 8."""
+    model = build_backbone("resnet_small", in_chans=1)
+    depth = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules()) + 1
+    assert depth == 8
+    root = Path(__file__).resolve().parents[1]
+    backbone_line = next(line for line in (root / "params.yaml").read_text().splitlines() if "backbone:" in line)
+    assert "ResNet-8 " in backbone_line and "ResNet-8 (`resnet_small`)" in (root / "README.md").read_text()

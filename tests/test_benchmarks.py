@@ -84,8 +84,8 @@ def test_training_throughput_ours_and_reference_cpu_and_gpu_columns(tmp_path):
 
 def test_repro_stage_breakdown_of_the_data_stages(tmp_path):
     # The Ray stages add ~25 s of Ray start-up each; the whole small DAG runs in the e2e test already.
-    rows = run_benchmark("repro", tmp_path, "--stages", "fetch,prepare,split")["rows"]
-    assert [r["stage"] for r in rows] == ["fetch", "prepare", "split", "total"]
+    rows = run_benchmark("repro", tmp_path, "--stages", "check,fetch,prepare,split")["rows"]
+    assert [r["stage"] for r in rows] == ["check", "fetch", "prepare", "split", "total"]
     assert all(positive(r["seconds"]) for r in rows)
     assert rows[-1]["seconds"] == pytest.approx(sum(r["seconds"] for r in rows[:-1]), abs=0.15)
 

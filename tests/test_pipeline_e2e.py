@@ -28,6 +28,7 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline")  # the stages' code dependencies
+    shutil.copytree(ROOT / "stages", repo / "stages")
     shutil.copytree(ROOT / "kept_runs", repo / "kept_runs")  # the report's folder of kept runs
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"dataset": "digits"}
@@ -97,7 +98,7 @@ def test_report_gathers_kept_runs_and_experiments_with_values_from_their_metrics
     assert seed1 != seed0
 
     summary = run_command(["ltp", "report", "--out", "reports-all"], repo)
-    assert summary.startswith("report: 2 runs in 1 configurations"), summary
+    assert summary.startswith("report: 2 runs in 1 configuration,"), summary
     markdown = (repo / "reports-all" / "report.md").read_text()
     runs = {row["run"]: row for row in markdown_table(markdown, "Runs")}
     assert {name: row["source"] for name, row in runs.items()} == {"seed0": "kept", "seed1": "experiment"}

@@ -184,3 +184,16 @@ def test_bad_report_params_are_named(tmp_path, capsys):
     assert ltp(["report", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path),
                 "--out", str(tmp_path / "reports")]) == 2
     assert "no evaluated run found" in capsys.readouterr().err and not (tmp_path / "reports").exists()
+
+
+def test_one_run_reads_in_the_singular_and_is_not_marked_best(kept):
+    from pipeline.reporting.build import ReportSummary
+    from pipeline.reporting.plots import method_name
+
+    root, _ = kept
+    record = load_run(directory_reader(root / "kept_runs/la-0"), "la-0", "kept")
+    (row,) = leaderboard([record])
+    assert not any(cell.best for cell in row.cells.values())  # nothing to compare with
+    assert method_name(row) == "la-0: la + none, 2+0 epochs"  # the run name of the tables, and the epochs
+    line = ReportSummary(runs=1, configurations=1, best="la-0", best_balanced=0.5, skipped=1).line()
+    assert line == "report: 1 run in 1 configuration, best la-0 (balanced 50.00%), 1 incomplete run skipped"

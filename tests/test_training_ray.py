@@ -52,7 +52,7 @@ def test_two_workers_train_and_collect_artifacts(trained):
     with open(out / "history.tsv") as handle:
         history = list(csv.DictReader(handle, delimiter="\t"))
     assert [int(row["epoch"]) for row in history] == [1, 2]
-    assert all(float(row["images_per_s"]) > 0 for row in history)
+    assert "images_per_s" not in history[0]  # throughput differs run to run: not in the git-tracked history
     best = json.loads((out / "metrics.json").read_text())
     assert best["val_balanced_accuracy"] == max(float(row["val_balanced_accuracy"]) for row in history)
     method = assemble_method("stage1", job.config, job.task)

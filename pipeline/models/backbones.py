@@ -4,7 +4,7 @@ Names (``BACKBONES`` plus one prefix rule):
 
 - ``resnet32``: CIFAR ResNet-32 (He et al. 2016, 3 stages 16/32/64), the
   long-tailed CIFAR standard (LDAM, BCL); about 0.46M parameters.
-- ``resnet_small``: the same family at depth 20 for 28x28 grey-scale images
+- ``resnet_small``: the same family at depth 8 (one block per stage) for 28x28 grey-scale images
   (Fashion-MNIST, MedMNIST); 1 input channel by default in the stages.
 - ``resnet50``, ``resnext50_32x4d``: torchvision, classifier removed.
 - ``efficientnet_lite0``, ``efficientnet_lite2``: timm's tf_efficientnet_lite0/2

@@ -42,8 +42,14 @@ class ReportSummary:
     skipped: int
 
     def line(self) -> str:
-        return (f"report: {self.runs} runs in {self.configurations} configurations, best {self.best} "
-                f"(balanced {100 * self.best_balanced:.2f}%), {self.skipped} incomplete runs skipped")
+        return (f"report: {counted(self.runs, 'run')} in {counted(self.configurations, 'configuration')}, "
+                f"best {self.best} (balanced {100 * self.best_balanced:.2f}%), "
+                f"{counted(self.skipped, 'incomplete run')} skipped")
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 run', '2 runs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 LABEL_HEADERS = ("dataset", "rho", "stage 1", "stage 2", "params", "backbone", "epochs")
@@ -131,11 +137,12 @@ def report_blocks(records: list[RunRecord], skipped: list[str], sweep: Sweep | N
                   cfg: ReportConfig) -> tuple[list[Block], list[LeaderboardRow]]:
     rows = leaderboard(records)
     best = best_run(records)
-    sources = ", ".join(f"{sum(r.source == s for r in records)} {s}" for s in ("workspace", "experiment", "kept")
-                        if any(r.source == s for r in records))
+    sources = ", ".join(f"{sum(r.source == s for r in records)} {s}"
+                        for s in ("workspace", "commit", "experiment", "kept") if any(r.source == s for r in records))
     blocks: list[Block] = [Heading(TITLE, 1), Paragraph(
-        f"{len(records)} evaluated runs ({sources}) in {len(rows)} configurations. Best by balanced accuracy: "
-        f"{best.name}. Runs come from the workspace, DVC experiments (their git refs) and the kept-runs folder (ltp keep NAME).")]
+        f"{counted(len(records), 'evaluated run')} ({sources}) in {counted(len(rows), 'configuration')}. "
+        f"Best by balanced accuracy: {best.name}. Runs come from the workspace, the commit it is based on (HEAD), "
+        "DVC experiments (their git refs) and the kept-runs folder (ltp keep NAME).")]
     blocks += [Paragraph(f"Skipped: {note}") for note in skipped]
     blocks += [Heading("Leaderboard"), leaderboard_table(rows, best.split), Heading("Runs"), runs_table(records)]
     blocks += [Heading("Per-class accuracy against training count"),

@@ -1,4 +1,9 @@
-"""Find every evaluated run: the workspace, DVC experiments and kept runs; one record per distinct run.
+"""Find every evaluated run: the workspace, the commit it is based on, DVC experiments and kept runs;
+one record per distinct run.
+
+The commit (HEAD) holds the baseline the experiments start from: `dvc exp run` replaces the
+workspace's results with the experiment's, and the baseline is none of the experiments, so
+without it the report would lose the run that `make repro` made (and committed).
 
 DVC experiments are read from their git refs (refs/exps/<baseline>/<name>) with dvc.api.read,
 which reads git-tracked files from the commit and DVC outputs from the cache without taking
@@ -13,7 +18,7 @@ from pathlib import Path
 
 from pipeline.reporting.records import RunError, RunRecord, directory_reader, load_run
 
-SOURCE_PRIORITY = ("experiment", "kept", "workspace")  # which name a run found twice keeps
+SOURCE_PRIORITY = ("experiment", "kept", "commit", "workspace")  # which name a run found twice keeps
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,13 @@ def experiment_reader(root: str | Path, ref: str):
     return read
 
 
+def head_name(root: str | Path) -> str | None:
+    """HEAD's short hash (not its branch: `dvc exp run` detaches HEAD while it runs); None outside a git
+    repository or before the first commit."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def kept_names(kept_dir: str | Path) -> list[str]:
     kept_dir = Path(kept_dir)
     return sorted(p.name for p in kept_dir.iterdir() if p.is_dir()) if kept_dir.is_dir() else []
@@ -77,6 +89,9 @@ def gather_runs(root: str | Path, kept_dir: str | Path, experiments: bool = True
     sources = [("workspace", "workspace", directory_reader(root))]
     sources += [(name, "kept", directory_reader(Path(kept_dir) / name)) for name in kept_names(kept_dir)]
     if experiments:
+        head = head_name(root) if (root / ".dvc").is_dir() else None
+        if head is not None:
+            sources.append((head, "commit", experiment_reader(root, "HEAD")))
         sources += [(exp.name, "experiment", experiment_reader(root, exp.ref)) for exp in experiment_refs(root)]
     for name, source, read in sources:
         try:

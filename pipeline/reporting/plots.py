@@ -27,9 +27,11 @@ def _png(figure) -> bytes:
 
 
 def method_name(row: LeaderboardRow, with_dataset: bool = False) -> str:
+    """A configuration as the tables name it: its runs, methods, knobs and epochs (stage 1 + stage 2)."""
     label = row.label
-    name = f"{label.stage1} + {label.stage2}" + (f" ({label.params})" if label.params else "")
-    return f"{label.dataset} rho={label.rho:g}: {name}" if with_dataset else name
+    name = (f"{', '.join(row.runs)}: {label.stage1} + {label.stage2}" + (f" ({label.params})" if label.params else "")
+            + f", {label.epochs} epochs")
+    return f"{label.dataset} rho={label.rho:g}, {name}" if with_dataset else name
 
 
 def per_class_accuracy(rows: list[LeaderboardRow], records: list[RunRecord]) -> bytes:
@@ -132,9 +134,16 @@ def reliability(bins: ReliabilityBins, name: str) -> bytes:
     width = bins.edges[1] - bins.edges[0]
     filled = bins.count > 0
     axis.bar(centres[filled], bins.accuracy[filled], width * 0.95, color="#1f77b4", label="accuracy")
-    axis.bar(centres[filled], bins.confidence[filled] - bins.accuracy[filled], width * 0.95,
-             bottom=bins.accuracy[filled], color="#d62728", alpha=0.35, label="gap to confidence")
-    axis.plot([0, 1], [0, 1], "k--", lw=1)
+    over = filled & (bins.confidence > bins.accuracy)
+    under = filled & (bins.confidence < bins.accuracy)
+    # The gap in two styles: an under-confident bin's gap lies inside its accuracy bar, so it is hatched
+    # rather than shaded (a shade there reads as a darker, unexplained bar).
+    axis.bar(centres[over], bins.confidence[over] - bins.accuracy[over], width * 0.95, bottom=bins.accuracy[over],
+             color="#d62728", alpha=0.35, label="gap: over-confident")
+    axis.bar(centres[under], bins.accuracy[under] - bins.confidence[under], width * 0.95,
+             bottom=bins.confidence[under], facecolor="none", edgecolor="#ff7f0e", hatch="///",
+             label="gap: under-confident")
+    axis.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated (accuracy = confidence)")
     axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy",
              title=f"Reliability, {name}: ECE {100 * bins.ece:.2f}%")
     axis.legend(fontsize=8, loc="upper left")

@@ -74,7 +74,7 @@ class RunRecord:
     """An evaluated run: its label, test metrics, per-class rows, confusion matrix and reliability bins."""
 
     name: str
-    source: str  # workspace | experiment | kept
+    source: str  # workspace | commit | experiment | kept
     label: RunLabel
     metrics: dict[str, float | None]
     per_class: tuple[dict, ...]

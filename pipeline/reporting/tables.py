@@ -66,7 +66,10 @@ def leaderboard(records: list[RunRecord]) -> list[LeaderboardRow]:
 
 
 def mark_best(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
-    """Mark, per metric column, every row whose mean equals the column's best (ties all marked)."""
+    """Mark, per metric column, every row whose mean equals the column's best (ties all marked); a single
+    configuration is compared with nothing, so nothing is marked."""
+    if len(rows) < 2:
+        return rows
     best = {}
     for key, _, higher in METRIC_COLUMNS:
         means = [row.cells[key].mean for row in rows if not math.isnan(row.cells[key].mean)]

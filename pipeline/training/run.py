@@ -62,6 +62,9 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+TIMING_KEYS = ("images_per_s",)  # differ from run to run of the same job
+
+
 def run_name(job: TrainJob) -> str:
     """Stable per configuration and code, so a rerun of the same job (after a kill) resumes its Ray
     run, while a changed configuration or changed library code starts a fresh one."""
@@ -101,8 +104,12 @@ def train_stage(job: TrainJob, ray_cfg: RayConfig, out_dir: str | Path, metrics_
             torch.save(best_state, tmp / WEIGHTS_FILE)
             save_job(tmp / JOB_FILE, job)
     best = max(history, key=lambda row: row["val_balanced_accuracy"])
-    write_json(metrics_path, {k: (None if v != v else v) for k, v in best.items()})  # NaN -> null
-    write_rows(history_path, history, list(history[0]), delimiter="\t")
+    # Throughput is in the epoch lines only: in these git-tracked files it would make every re-run of
+    # the same configuration a change (dvc.lock, `git status`).
+    tracked = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+    best_tracked = tracked[history.index(best)]
+    write_json(metrics_path, {k: (None if v != v else v) for k, v in best_tracked.items()})  # NaN -> null
+    write_rows(history_path, tracked, list(tracked[0]), delimiter="\t")
     return (f"{job.stage} {job.config.method}: best epoch {best['epoch']}/{len(history)} val balanced acc "
             f"{best['val_balanced_accuracy']:.4f} (many {best['val_many_accuracy']:.3f} / medium "
             f"{best['val_medium_accuracy']:.3f} / few {best['val_few_accuracy']:.3f}) "

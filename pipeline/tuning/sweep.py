@@ -70,8 +70,9 @@ def total_epochs(sweep: SweepJob) -> int:
     return sum(job.config.epochs for job in sweep.jobs.values())
 
 
-class SweepInterrupted(Exception):
-    """Ctrl-C during the sweep; the message says how to resume."""
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the sweep; the message says how to resume. A KeyboardInterrupt, so no error
+    boundary mistakes it for a failure and the stage's Ctrl-C handler reports it."""
 
 
 def _trial_index(directory: str) -> int:
