@@ -37,10 +37,11 @@ def _configs(params: dict[str, Any]) -> dict[str, Any]:
                "report": ReportConfig}
     configs = {section: parse_section(cls, params, section) for section, cls in classes.items()}
     for section, registry in (("stage1", STAGE1), ("stage2", STAGE2)):
-        stage = configs[section].validate(section)
-        if stage.method not in registry:
+        stage = configs[section]
+        if stage.method not in registry:  # first: the other checks depend on what the method is
             raise ConfigError(f"{section}.method: unknown method {stage.method!r}; "
                               f"valid: {', '.join(registry.names())}")
+        stage = stage.validate(section)
         from_mapping(registry.get(stage.method).Params, stage.params, f"{section}.params")
     return configs
 

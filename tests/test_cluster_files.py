@@ -111,7 +111,9 @@ def test_the_readme_one_machine_recipe_is_what_the_cluster_test_runs():
 def test_a_submitted_stage_carries_every_stage_output_it_reads():
     from pipeline.cluster.spec import stage_spec
 
-    # runs/tune/best_params.yaml lies inside the tune stage's output runs/tune: data, not code
-    assert stage_spec(ROOT / "dvc.yaml", "stage1").data_deps == ("data/split", "runs/tune/best_params.yaml")
-    assert stage_spec(ROOT / "dvc.yaml", "stage2").data_deps == ("data/split", "runs/stage1",
-                                                                 "runs/tune/best_params.yaml")
+    # runs/tune/best_params.yaml lies inside the tune stage's output runs/tune: data, not code (and so
+    # does runs/params/STAGE.json, the check stage's record of the values the stage reads)
+    assert stage_spec(ROOT / "dvc.yaml", "stage1").data_deps == (
+        "runs/params/stage1.json", "data/split", "runs/tune/best_params.yaml")
+    assert stage_spec(ROOT / "dvc.yaml", "stage2").data_deps == (
+        "runs/params/stage2.json", "data/split", "runs/stage1", "runs/tune/best_params.yaml")

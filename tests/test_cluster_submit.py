@@ -137,6 +137,7 @@ def repo(cluster):
     params["ray"].update(storage_path=str(cluster["tmp"] / "shared" / "ray_runs"))
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     make_digits_split(repo / "data")
+    run_command(["ltp", "check"], repo)  # runs/params/STAGE.json, as `dvc repro` writes them first
     run_command(["ltp", "tune"], repo)  # tune.trials 0: the empty overlay stage1 reads
     return repo
 
@@ -256,6 +257,7 @@ def test_a_sweep_then_a_submitted_stage1_trains_with_the_tuned_values(cluster, r
     # A range without params.yaml's lr (0.05): whichever trial wins, its lr differs from the default.
     params["tune"].update(trials=2, epochs=1, space={"lr": [0.001, 0.02]}, workers_per_trial=1, grace_epochs=None)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    run_command(["ltp", "check"], repo)
     run_command(["ltp", "tune"], repo)  # the sweep on this machine's own Ray, as `dvc repro tune` runs it
     tuned = yaml.safe_load((repo / "runs/tune/best_params.yaml").read_text())
     assert set(tuned) == {"stage1"} and 0.001 <= tuned["stage1"]["lr"] <= 0.02

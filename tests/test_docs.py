@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 URL = re.compile(r"[a-z]+://\S+")
 DOCUMENT = re.compile(r"[\w./-]*\b[\w-]+\.md\b")
 WRITTEN = re.compile(r"[\"']([\w-]+\.md)[\"']")
-OUTSIDE = re.compile(r"\.\./shared\b|/work/shared\b")
+OUTSIDE = re.compile(r"\.\./share[d]\b|/work/share[d]\b")  # [d]: so this line does not match itself
 
 
 def tracked_text_files() -> dict[str, str]:
