@@ -262,7 +262,8 @@ def test_dvc_repro_reruns_prepare_when_an_image_under_imagefolder_changes(tmp_pa
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         (repo / name).write_bytes((root / name).read_bytes())
-    subprocess.run(["cp", "-r", str(root / "pipeline"), str(repo / "pipeline")], check=True)
+    for package in ("pipeline", "stages"):  # the stages' code dependencies
+        subprocess.run(["cp", "-r", str(root / package), str(repo / package)], check=True)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"] = {"dataset": "imagefolder", "path": str(tree)}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
