@@ -264,10 +264,10 @@ def train_worker(config: dict) -> None:
     logging.getLogger(report_context.__file__).setLevel(logging.WARNING)
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
-    checkpoint = ray.train.get_checkpoint()
+    latest = ray.train.get_checkpoint()  # Ray's; not to be confused with our `checkpoint` module
     resume = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    if latest is not None:
+        with latest.as_directory() as directory:
             resume = checkpoint.load(Path(directory), device)
 
     def report(metrics: dict, directory: Path | None) -> None:
