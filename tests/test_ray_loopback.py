@@ -26,7 +26,8 @@ def session_listeners(driver: int) -> list[dict]:
     found = []
     for process in [root, *root.children(recursive=True)]:
         try:
-            name = " ".join(process.cmdline())[:80]
+            # the whole command line: a venv's path can push the binary's name past any cut-off
+            name = " ".join(process.cmdline())
             for conn in process.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN or (conn.type == 2 and conn.laddr):  # 2: SOCK_DGRAM
                     found.append({"pid": process.pid, "process": name, "ip": conn.laddr.ip, "port": conn.laddr.port})
