@@ -2,7 +2,8 @@
 
 Stages call `parse_section(ConfigClass, params, "section")` once, before any
 work: an unknown key, a wrong type or an out-of-range value raises ConfigError
-naming the full params key (e.g. ``split.imbalance_ratio``).
+naming the full params key (e.g. ``split.imbalance_ratio``). Each config class
+checks its ranges in `__post_init__`, so parsing a section validates it completely.
 """
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def require(condition: bool, key: str, message: str) -> None:
     """Raise ConfigError for params key `key` unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+SWEEP = "sweep"  # dataclass field metadata: the sweep parameter (tune.space name) that searches the field
+
+
+def sweep_knob(parameter: str, default: Any) -> Any:
+    """A config field with `default` that sweeps search under the name `parameter` (e.g. "temperature")."""
+    return dataclasses.field(default=default, metadata={SWEEP: parameter})
+
+
+def sweep_knobs(cls: type) -> dict[str, str]:
+    """The fields of dataclass `cls` declared with `sweep_knob`: sweep parameter -> field name."""
+    return {f.metadata[SWEEP]: f.name for f in dataclasses.fields(cls) if SWEEP in f.metadata}
 
 
 def _check_type(value: Any, annotation: Any, key: str) -> Any:

@@ -9,10 +9,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps a params.yaml name to one object; duplicates and unknown names raise.
 
-    >>> LOSSES = Registry("loss")
-    >>> @LOSSES.register("ce")
-    ... class CrossEntropy: ...
-    >>> LOSSES.get("ce") is CrossEntropy
+    >>> STAGE1 = Registry("stage1 method")
+    >>> @STAGE1.register("ce")
+    ... class CE: ...
+    >>> STAGE1.get("ce") is CE
     True
     """
 
@@ -38,6 +38,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        """(name, entry) pairs in registration order (the order messages list them in)."""
+        return list(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

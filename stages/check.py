@@ -21,29 +21,19 @@ SECTIONS = ("data", "prepare", "split", "model", "stage1", "stage2", "ray", "tun
 
 def _configs(params: dict[str, Any]) -> dict[str, Any]:
     """Every section parsed and range-checked, method knobs included; ConfigError names the first bad key."""
-    from pipeline.config import ConfigError, from_mapping, parse_section
+    from pipeline.config import ConfigError, parse_section
     from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
-    from pipeline.reporting.build import ReportConfig
-    from pipeline.training.config import ModelConfig, RayConfig, StageConfig
-    from pipeline.training.methods import STAGE1
-    from pipeline.training.rebalance import STAGE2
+    from pipeline.reporting.config import ReportConfig
+    from pipeline.training.config import ModelConfig, RayConfig, Stage1Config, Stage2Config
     from pipeline.tuning.config import TuneConfig
 
     unknown = sorted(set(params) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section; valid: {', '.join(SECTIONS)}")
     classes = {"data": DataConfig, "prepare": PrepareConfig, "split": SplitConfig, "model": ModelConfig,
-               "stage1": StageConfig, "stage2": StageConfig, "ray": RayConfig, "tune": TuneConfig,
+               "stage1": Stage1Config, "stage2": Stage2Config, "ray": RayConfig, "tune": TuneConfig,
                "report": ReportConfig}
-    configs = {section: parse_section(cls, params, section) for section, cls in classes.items()}
-    for section, registry in (("stage1", STAGE1), ("stage2", STAGE2)):
-        stage = configs[section]
-        if stage.method not in registry:  # first: the other checks depend on what the method is
-            raise ConfigError(f"{section}.method: unknown method {stage.method!r}; "
-                              f"valid: {', '.join(registry.names())}")
-        stage = stage.validate(section)
-        from_mapping(registry.get(stage.method).Params, stage.params, f"{section}.params")
-    return configs
+    return {section: parse_section(cls, params, section) for section, cls in classes.items()}
 
 
 def stage_inputs(configs: dict[str, Any]) -> dict[str, dict[str, Any]]:

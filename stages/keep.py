@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
-        from pipeline.reporting.build import ReportConfig
+        from pipeline.reporting.config import ReportConfig
         from pipeline.reporting.records import keep_run
 
         cfg = parse_section(ReportConfig, load_params(args.params), "report")

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
-        from pipeline.reporting.build import ReportConfig, build_report
+        from pipeline.reporting.build import build_report
+        from pipeline.reporting.config import ReportConfig
 
         cfg = parse_section(ReportConfig, load_params(args.params), "report")
         return build_report(cfg, args.root, args.out, args.reliability, args.confusion).line()

@@ -20,13 +20,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
-        from pipeline.training.config import RayConfig, StageConfig
+        from pipeline.training.config import RayConfig, Stage2Config
         from pipeline.training.loop import TrainJob, assemble_method
         from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
         from stages.tuned import with_tuned
 
         params = load_params(args.params)
-        stage = parse_section(StageConfig, with_tuned(params, "stage2", args.tuned), "stage2").validate("stage2")
+        stage = parse_section(Stage2Config, with_tuned(params, "stage2", args.tuned), "stage2")
         ray_cfg = parse_section(RayConfig, params, "ray")
         _, stage1_cfg, task, _ = load_job(args.stage1)  # the stage-1 model exactly as it was trained
         _, shards, num_train = load_task(args.split, task.model)

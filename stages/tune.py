@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
-        from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+        from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig
         from pipeline.training.run import load_task
         from pipeline.tuning.config import TuneConfig
         from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.trials == 0:
             return no_sweep(paths)
         model = parse_section(ModelConfig, params, "model")
-        stages = {s: parse_section(StageConfig, params, s).validate(s) for s in ("stage1", "stage2")}
+        stages = {s: parse_section(cls, params, s) for s, cls in STAGE_CONFIGS.items()}
         ray_cfg = parse_section(RayConfig, params, "ray")
         task, shards, num_train = load_task(args.split, model)
         return tune_stage(cfg, stages, task, shards, num_train, ray_cfg, paths)

@@ -1,4 +1,4 @@
-"""The training losses (formulas in docs/methods.md), one file per family, each registered under its params.yaml name.
+"""The training losses (formulas in docs/methods.md), one file per family.
 
 Every loss is an nn.Module whose forward takes explicit tensors and returns
 {"loss": total, "<part>_loss": ...}. Losses with ``cross_batch = True`` gather
@@ -12,13 +12,8 @@ import inspect
 
 from torch import nn
 
-from pipeline.registry import Registry
-
-# Defined before the family modules are imported: they register into it on import.
-LOSSES: Registry[type[nn.Module]] = Registry("loss")
-
-from pipeline.losses.clip import ClipClassText, ClipInfoNCE  # noqa: E402
-from pipeline.losses.contrastive import (  # noqa: E402
+from pipeline.losses.clip import ClipClassText, ClipInfoNCE
+from pipeline.losses.contrastive import (
     BCL,
     JRCL,
     balanced_contrastive_loss,
@@ -27,14 +22,14 @@ from pipeline.losses.contrastive import (  # noqa: E402
     normal_mask_from_counts,
     one_to_all_contrastive_loss,
 )
-from pipeline.losses.cross_entropy import (  # noqa: E402
+from pipeline.losses.cross_entropy import (
     BalancedSoftmax,
     CrossEntropy,
     LogitAdjustedCE,
     log_prior,
     posthoc_logit_adjust,
 )
-from pipeline.losses.margins import (  # noqa: E402
+from pipeline.losses.margins import (
     LDAMDRW,
     DecoupledRegularisation,
     angular_margin_logits,
@@ -52,7 +47,7 @@ def loss_inputs(loss: nn.Module) -> tuple[str, ...]:
 
 
 __all__ = [
-    "LOSSES", "loss_inputs",
+    "loss_inputs",
     "CrossEntropy", "LogitAdjustedCE", "BalancedSoftmax", "posthoc_logit_adjust", "log_prior",
     "LDAMDRW", "ldam_margins", "drw_weights",
     "DecoupledRegularisation", "angular_margin_logits", "hyperspherical_uniformity", "feature_norm_hinge",

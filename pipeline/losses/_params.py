@@ -1,4 +1,4 @@
-"""Constructor checks shared by the losses: a bad value raises ValueError naming the parameter."""
+"""Constructor checks shared by the losses: a bad value raises ConfigError naming the parameter."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-
-def require(condition: bool, name: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{name}: {message}")
+from pipeline.config import ConfigError, require
 
 
 def class_counts_tensor(class_counts: Sequence[int], name: str = "class_counts") -> Tensor:
@@ -19,7 +16,7 @@ def class_counts_tensor(class_counts: Sequence[int], name: str = "class_counts")
     try:
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected a sequence of integers, got {class_counts!r}") from exc
+        raise ConfigError(f"{name}: expected a sequence of integers, got {class_counts!r}") from exc
     require(counts.dim() == 1 and counts.numel() > 0, name, "expected a non-empty 1-D sequence")
     require(bool(torch.all(counts == counts.round())), name, "counts must be integers")
     require(bool(torch.all(counts > 0)), name, "every class needs at least one training image")

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.distributed import gather_batch, replicated
-from pipeline.losses import LOSSES
 from pipeline.precision import float32_compute
 
 
@@ -17,7 +16,6 @@ def _scale(logit_scale: Tensor | float, like: Tensor) -> Tensor:
     return scale.reshape(())
 
 
-@LOSSES.register("clip_class_text")
 class ClipClassText(nn.Module):
     """Image-to-class-text classification: CE over all C class prompts of logit_scale * cos(image, text_c).
 
@@ -37,7 +35,6 @@ class ClipClassText(nn.Module):
         return {"loss": loss, "ce_loss": loss}
 
 
-@LOSSES.register("clip_infonce")
 class ClipInfoNCE(nn.Module):
     """Symmetric in-batch InfoNCE of CLIP: mean of image->text and text->image CE over the global batch.
 

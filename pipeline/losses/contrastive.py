@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.config import require
 from pipeline.distributed import gather_batch, replicated
-from pipeline.losses import LOSSES
-from pipeline.losses._params import class_counts_tensor, finite, non_negative, positive, require
+from pipeline.losses._params import class_counts_tensor, finite, non_negative, positive
 from pipeline.losses.cross_entropy import log_prior
 from pipeline.precision import float32_compute
 
@@ -53,7 +53,6 @@ def balanced_contrastive_loss(views: Tensor, view_labels: Tensor, prototypes: Te
     return (-(log_prob * positives).sum(1) / positives.sum(1)).mean()
 
 
-@LOSSES.register("bcl")
 class BCL(nn.Module):
     """Balanced contrastive learning: alpha * LA-CE(z of view 0) + beta * L_bcl.
 
@@ -138,7 +137,6 @@ def binary_distribution_consistency(logits: Tensor, binary_logits: Tensor, norma
     return ((log_q_bin.exp() - log_q_mc.exp()) * (log_q_bin - log_q_mc)).sum(1).mean()
 
 
-@LOSSES.register("jrcl")
 class JRCL(nn.Module):
     """Joint representation and classifier learning: CE (or LA-CE) + lambda_con * L_o2a
     + lambda_bdc * (L_bdc + L_bin).

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.losses import LOSSES
 from pipeline.losses._params import class_counts_tensor, finite, non_negative
 from pipeline.precision import float32_compute
 
@@ -28,7 +27,6 @@ def posthoc_logit_adjust(logits: Tensor, class_counts: Sequence[int] | Tensor, t
     return logits - tau * prior
 
 
-@LOSSES.register("ce")
 class CrossEntropy(nn.Module):
     """Plain cross-entropy, the instance-balanced baseline.
 
@@ -43,7 +41,6 @@ class CrossEntropy(nn.Module):
         return {"loss": loss, "ce_loss": loss}
 
 
-@LOSSES.register("logit_adjusted")
 class LogitAdjustedCE(nn.Module):
     """Logit-adjusted cross-entropy, training form: CE(z + tau * log pi, y).
 
@@ -66,7 +63,6 @@ class LogitAdjustedCE(nn.Module):
         return {"loss": loss, "ce_loss": loss}
 
 
-@LOSSES.register("balanced_softmax")
 class BalancedSoftmax(nn.Module):
     """Balanced softmax: CE(z + log n_c, y), the tau = 1 member of the logit-adjustment family.
 

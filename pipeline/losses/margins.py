@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.losses import LOSSES
-from pipeline.losses._params import class_counts_tensor, non_negative, positive, require
+from pipeline.config import require
+from pipeline.losses._params import class_counts_tensor, non_negative, positive
 from pipeline.precision import float32_compute
 
 
@@ -29,7 +29,6 @@ def drw_weights(class_counts: Sequence[int] | Tensor, beta: float = 0.9999) -> T
     return weights * (counts.numel() / weights.sum())
 
 
-@LOSSES.register("ldam_drw")
 class LDAMDRW(nn.Module):
     """LDAM loss with deferred re-weighting (DRW).
 
@@ -100,7 +99,6 @@ def feature_norm_hinge(features: Tensor, radius: float) -> Tensor:
     return F.relu(radius - features.norm(dim=1)).pow(2).mean()
 
 
-@LOSSES.register("decreg")
 class DecoupledRegularisation(nn.Module):
     """Decoupling and regularisation loss: L_aam + lambda_u * L_u + lambda_n * L_norm.
 

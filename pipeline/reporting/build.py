@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.config import require
 from pipeline.io import atomic_dir, write_rows
 from pipeline.reporting import plots
+from pipeline.reporting.config import ReportConfig
 from pipeline.reporting.document import Block, Heading, Image, Paragraph, Table, to_html, to_markdown
 from pipeline.reporting.gather import gather_runs
 from pipeline.reporting.published import comparable
@@ -19,18 +19,6 @@ from pipeline.reporting.sweep import Sweep, load_sweep
 from pipeline.reporting.tables import METRIC_COLUMNS, Cell, LeaderboardRow, best_run, format_cell, leaderboard
 
 TITLE = "Head / medium / tail report"
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """Params section `report`."""
-
-    kept_runs: str = "kept_runs"  # folder of runs saved with `ltp keep NAME`
-    experiments: bool = True  # include DVC experiments (read from their git refs)
-    confusion_max_classes: int = 20  # larger C: show the most confused classes only
-
-    def __post_init__(self) -> None:
-        require(self.confusion_max_classes >= 2, "report.confusion_max_classes", "must be >= 2")
 
 
 @dataclass(frozen=True)

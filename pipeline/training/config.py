@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pipeline.config import require
 
@@ -29,10 +29,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One training stage (params sections `stage1` and `stage2`)."""
+    """One training stage (params sections `stage1` and `stage2`): Stage1Config or Stage2Config, which
+    check on construction the method name, its params and every range (nothing to call by hand)."""
+
+    stage: ClassVar[str]  # "stage1" or "stage2": the params section, and the registry of `method`
 
     method: str
-    params: dict[str, Any] = field(default_factory=dict)  # the method's own knobs, checked by the method
+    params: dict[str, Any] = field(default_factory=dict)  # the method's own knobs (its Params)
     epochs: int = 10
     batch_size: int = 128
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -55,8 +58,13 @@ class StageConfig:
     # epoch. "auto": a third of the free GPU memory or a quarter of the available host memory; 0: stream.
     resident_budget_mb: int | Literal["auto"] = "auto"
 
-    def validate(self, section: str) -> "StageConfig":
-        if _trains(section, self.method):
+    def __post_init__(self) -> None:
+        # Imported here: the methods import this module (ModelConfig) to define Task.
+        from pipeline.training.registry import method_class, method_params
+
+        section = self.stage
+        method = method_class(section, self.method)  # first: the other checks depend on what the method is
+        if method.trains:
             require(self.epochs >= 1, f"{section}.epochs",
                     f"must be >= 1 for {self.method!r}, which trains (0 would write an untrained model)")
         require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")
@@ -76,19 +84,24 @@ class StageConfig:
 
             require(self.sampler in SAMPLERS, f"{section}.sampler",
                     f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS.names())}")
-        return self
+        method_params(section, self.method, self.params)
 
 
-def _trains(section: str, method: str) -> bool:
-    """Whether `method` of stage `section` learns anything (unknown names are left to the registry's
-    own error when the method is assembled)."""
-    if section == "stage1":
-        from pipeline.training.methods import STAGE1 as registry
-    elif section == "stage2":
-        from pipeline.training.rebalance import STAGE2 as registry
-    else:
-        return True
-    return method not in registry or registry.get(method).trains
+@dataclass(frozen=True)
+class Stage1Config(StageConfig):
+    """Params section `stage1`: representation learning (pipeline.training.methods)."""
+
+    stage: ClassVar[str] = "stage1"
+
+
+@dataclass(frozen=True)
+class Stage2Config(StageConfig):
+    """Params section `stage2`: classifier re-balancing (pipeline.training.rebalance)."""
+
+    stage: ClassVar[str] = "stage2"
+
+
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {"stage1": Stage1Config, "stage2": Stage2Config}
 
 
 @dataclass(frozen=True)

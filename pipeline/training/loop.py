@@ -27,8 +27,8 @@ from pipeline.training.augment import normalize
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, epoch_seed
 from pipeline.training.config import StageConfig
 from pipeline.training.data import eval_share, open_training_data, stream_batches
-from pipeline.training.methods import Method, Task, build_stage1
-from pipeline.training.rebalance import build_stage2
+from pipeline.training.methods import Method, Task
+from pipeline.training.registry import build_stage1, build_stage2
 
 __all__ = ["BEST_FILE", "STATE_FILE", "TrainJob", "fit", "gathered_predictions", "train_worker"]
 

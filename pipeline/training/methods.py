@@ -4,25 +4,26 @@ The training loop only ever calls `forward` (one step's loss dict), `logits`
 (inference) and `end_epoch`; a new method is a new registered class, never an
 edit to the loop. Each class carries a `Params` dataclass: its knobs from
 params.yaml `stage1.params`, with the published values as defaults where
-there are any (docs/methods.md lists every knob).
+there are any (docs/methods.md lists every knob), their ranges checked when
+params are parsed, and the knobs sweeps search declared with `sweep_knob`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import ConfigError, from_mapping
+from pipeline.config import require, sweep_knob
 from pipeline.losses import (
     BCL, JRCL, LDAMDRW, BalancedSoftmax, ClipClassText, ClipInfoNCE, CrossEntropy, DecoupledRegularisation,
     LogitAdjustedCE, loss_inputs, normal_mask_from_classes, normal_mask_from_counts,
 )
 from pipeline.models.backbones import build_backbone
-from pipeline.models.heads import CosineHead, LinearHead, ProjectionMLP
+from pipeline.models.heads import ProjectionMLP, build_head
 from pipeline.registry import Registry
 from pipeline.training.augment import augment_views
 from pipeline.training.config import ModelConfig
@@ -49,6 +50,7 @@ class Method(nn.Module):
     view_presets: tuple[str, ...] = ("basic",)  # one augmentation preset per view fed to forward
     default_sampler = "instance_balanced"
     trains = True  # False: nothing to learn (zero-shot CLIP, tau-norm, stage-2 "none")
+    classifier: str | None = None  # the HEADS name of the method's classifier head, if it has one
     loss_fn: nn.Module
 
     def augment(self, images: Tensor, keys: Sequence[str], batched: bool = False) -> list[Tensor]:
@@ -66,23 +68,20 @@ class Method(nn.Module):
         """Called once per epoch after the last step, on every rank (no-op unless overridden)."""
 
 
-STAGE1: Registry[type[Method]] = Registry("stage1 method")
-
-
-def build_stage1(name: str, params: Mapping[str, Any], task: Task) -> Method:
-    """Build a registered stage-1 method; unknown `stage1.params` keys raise ConfigError."""
-    if name not in STAGE1:
-        raise ConfigError(f"stage1.method: unknown method {name!r}; valid: {', '.join(STAGE1.names())}")
-    cls = STAGE1.get(name)
-    return cls(from_mapping(cls.Params, params, "stage1.params"), task)
+STAGE1: Registry[type[Method]] = Registry("stage1 method")  # looked up through pipeline.training.registry
 
 
 def _backbone(task: Task) -> nn.Module:
     return build_backbone(task.model.backbone, in_chans=task.model.channels, pretrained=task.model.pretrained)
 
 
+def _classifier(method: Method, task: Task, in_features: int, **options: Any) -> nn.Module:
+    """The method's classifier head (`classifier`, a HEADS name) over `in_features`-wide features."""
+    return build_head(method.classifier, in_features=in_features, num_classes=task.num_classes, **options)
+
+
 class ClassifierMethod(Method):
-    """Backbone + one classifier head + a classification loss on view 0.
+    """Backbone + one classifier head (`classifier`) + a classification loss on view 0.
 
     The loss's forward arguments (loss_inputs) are picked from {logits, labels,
     features, weight, epoch}, so CE, LA, balanced softmax, LDAM-DRW and the
@@ -93,11 +92,10 @@ class ClassifierMethod(Method):
     class Params:
         pass
 
-    def __init__(self, task: Task, make_head: Callable[[int], nn.Module], loss_fn: nn.Module,
-                 inference_scale: float = 1.0) -> None:
+    def __init__(self, task: Task, loss_fn: nn.Module, inference_scale: float = 1.0, **head_options: Any) -> None:
         super().__init__()
         self.backbone = _backbone(task)
-        self.head = make_head(self.backbone.num_features)
+        self.head = _classifier(self, task, self.backbone.num_features, **head_options)
         self.loss_fn = loss_fn
         self.inference_scale = inference_scale
         self._inputs = loss_inputs(loss_fn)
@@ -115,70 +113,69 @@ class ClassifierMethod(Method):
         return self.loss_fn(**{name: available[name] for name in self._inputs})
 
 
-def _linear(task: Task) -> Callable[[int], nn.Module]:
-    return lambda dim: LinearHead(dim, task.num_classes)
-
-
-def _cosine(task: Task, scale: float) -> Callable[[int], nn.Module]:
-    return lambda dim: CosineHead(dim, task.num_classes, scale=scale)
-
-
 @STAGE1.register("ce")
 class CE(ClassifierMethod):
     """Plain cross-entropy with a linear classifier (the baseline)."""
 
+    classifier = "linear"
+
     def __init__(self, params: ClassifierMethod.Params, task: Task) -> None:
-        super().__init__(task, _linear(task), CrossEntropy())
+        super().__init__(task, CrossEntropy())
 
 
 @STAGE1.register("la")
 class LA(ClassifierMethod):
     """Logit-adjusted cross-entropy, training form: CE(z + tau * log pi, y)."""
 
+    classifier = "linear"
+
     @dataclass(frozen=True)
     class Params:
         tau: float = 1.0
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__(task, _linear(task),
-                         LogitAdjustedCE(class_counts=task.class_counts, tau=params.tau))
+        super().__init__(task, LogitAdjustedCE(class_counts=task.class_counts, tau=params.tau))
 
 
 @STAGE1.register("balanced_softmax")
 class BalancedSoftmaxMethod(ClassifierMethod):
     """Balanced softmax: CE(z + log n_c, y)."""
 
+    classifier = "linear"
+
     def __init__(self, params: ClassifierMethod.Params, task: Task) -> None:
-        super().__init__(task, _linear(task),
-                         BalancedSoftmax(class_counts=task.class_counts))
+        super().__init__(task, BalancedSoftmax(class_counts=task.class_counts))
 
 
 @STAGE1.register("ldam_drw")
 class LDAMDRWMethod(ClassifierMethod):
     """LDAM margins on a cosine classifier, deferred re-weighting from drw_start_epoch."""
 
+    classifier = "cosine"
+
     @dataclass(frozen=True)
     class Params:
-        max_margin: float = 0.5
+        max_margin: float = sweep_knob("margin", 0.5)
         s: float = 30.0
         beta: float = 0.9999
         drw_start_epoch: int = 160
 
     def __init__(self, params: Params, task: Task) -> None:
         # The loss takes unscaled cosines and applies s itself; inference applies the same s.
-        super().__init__(task, _cosine(task, 1.0),
-                         LDAMDRW(class_counts=task.class_counts, max_margin=params.max_margin, s=params.s,
-                                 beta=params.beta, drw_start_epoch=params.drw_start_epoch),
-                         inference_scale=params.s)
+        super().__init__(task, LDAMDRW(class_counts=task.class_counts, max_margin=params.max_margin, s=params.s,
+                                       beta=params.beta, drw_start_epoch=params.drw_start_epoch),
+                         inference_scale=params.s, scale=1.0)
 
 
 @STAGE1.register("decreg")
 class DecRegMethod(ClassifierMethod):
     """Decoupling and regularisation (reconstructed): angular margin + uniformity + feature-norm hinge."""
 
+    classifier = "cosine"
+
     @dataclass(frozen=True)
     class Params:
-        m: float = 0.2
+        m: float = sweep_knob("margin", 0.2)
         s: float = 30.0
         t: float = 2.0
         lambda_u: float = 0.1
@@ -186,9 +183,9 @@ class DecRegMethod(ClassifierMethod):
         radius: float = 10.0
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__(task, _cosine(task, params.s),
-                         DecoupledRegularisation(m=params.m, s=params.s, t=params.t, lambda_u=params.lambda_u,
-                                                 lambda_n=params.lambda_n, radius=params.radius))
+        super().__init__(task, DecoupledRegularisation(m=params.m, s=params.s, t=params.t, lambda_u=params.lambda_u,
+                                                       lambda_n=params.lambda_n, radius=params.radius),
+                         scale=params.s)
 
 
 class ContrastiveMethod(Method):
@@ -196,10 +193,10 @@ class ContrastiveMethod(Method):
 
     view_presets = ("basic", "strong", "strong")
 
-    def __init__(self, task: Task, make_head: Callable[[int], nn.Module], embedding_dim: int) -> None:
+    def __init__(self, task: Task, embedding_dim: int, **head_options: Any) -> None:
         super().__init__()
         self.backbone = _backbone(task)
-        self.head = make_head(self.backbone.num_features)
+        self.head = _classifier(self, task, self.backbone.num_features, **head_options)
         self.projector = ProjectionMLP(self.backbone.num_features, embedding_dim)
 
     def features(self, images: Tensor) -> Tensor:
@@ -221,16 +218,18 @@ class BCLMethod(ContrastiveMethod):
     """Balanced contrastive learning: cosine classifier on view 0, BCL on views 1-2 with
     class prototypes from a second MLP over the classifier weights (official-code design)."""
 
+    classifier = "cosine"
+
     @dataclass(frozen=True)
     class Params:
         alpha: float = 2.0
         beta: float = 0.6
-        tau: float = 0.1
+        tau: float = sweep_knob("temperature", 0.1)
         s: float = 30.0
         embedding_dim: int = 128
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__(task, _cosine(task, params.s), params.embedding_dim)
+        super().__init__(task, params.embedding_dim, scale=params.s)
         self.prototype_projector = ProjectionMLP(self.backbone.num_features, params.embedding_dim)
         self.loss_fn = BCL(class_counts=task.class_counts, alpha=params.alpha, beta=params.beta, tau=params.tau)
 
@@ -246,9 +245,11 @@ class JRCLMethod(ContrastiveMethod):
     supervised contrastive loss on views 1-2. The binary partition is `normal_classes`
     (class indices) or, when empty, the many-shot group vs the rest."""
 
+    classifier = "linear"
+
     @dataclass(frozen=True)
     class Params:
-        tau: float = 0.1
+        tau: float = sweep_knob("temperature", 0.1)
         lambda_con: float = 0.5
         lambda_bdc: float = 0.5
         logit_adjust_tau: float = 1.0
@@ -256,7 +257,7 @@ class JRCLMethod(ContrastiveMethod):
         embedding_dim: int = 128
 
     def __init__(self, params: Params, task: Task) -> None:
-        super().__init__(task, _linear(task), params.embedding_dim)
+        super().__init__(task, params.embedding_dim)
         self.binary_head = nn.Linear(self.backbone.num_features, 2)
         if params.normal_classes:
             mask = normal_mask_from_classes(task.num_classes, list(params.normal_classes))
@@ -286,23 +287,23 @@ class CLIPFineTune(Method):
         pretrained: str | None = None
         embed_dim: int = 256
         templates: tuple[str, ...] = ("a photo of a {class}.",)
-        loss: str = "class_text"  # class_text | infonce
-        temperature: float | None = None  # initial 1 / logit_scale (the swept "temperature"); None: the model's
+        loss: Literal["class_text", "infonce"] = "class_text"
+        temperature: float | None = sweep_knob("temperature", None)  # initial 1 / logit_scale; None: the model's
+
+        def __post_init__(self) -> None:
+            require(self.temperature is None or self.temperature > 0, "stage1.params.temperature",
+                    f"must be > 0, got {self.temperature}")
 
     def __init__(self, params: Params, task: Task) -> None:
         super().__init__()
         from pipeline.models.clip import ClipSpec, build_clip  # open_clip loads only for CLIP methods
 
-        if params.loss not in ("class_text", "infonce"):
-            raise ConfigError(f"stage1.params.loss: {params.loss!r} is not one of 'class_text', 'infonce'")
         spec_fields = {"kind": params.kind, "arch": params.arch, "pretrained": params.pretrained}
         if params.kind.endswith("_minilm"):
             spec_fields["embed_dim"] = params.embed_dim
         bundle = build_clip(ClipSpec(**spec_fields))
         self.clip = bundle.model
         if params.temperature is not None:
-            if not params.temperature > 0:
-                raise ConfigError(f"stage1.params.temperature: must be > 0, got {params.temperature}")
             with torch.no_grad():
                 self.clip.logit_scale.fill_(-math.log(params.temperature))
         prompts = [t.replace("{class}", name) for name in task.class_names for t in params.templates]

@@ -3,7 +3,7 @@ ECVL's balanced adapter). Each wraps a trained stage-1 Method and is itself a Me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -12,21 +12,13 @@ from torch import Tensor, nn
 
 from pipeline.augment.batched import BatchedRandAugment
 from pipeline.augment.memorisation import MomentumLossTracker, PerSampleRandAugment
-from pipeline.config import ConfigError, from_mapping, require
+from pipeline.config import ConfigError, require, sweep_knob
 from pipeline.losses import CrossEntropy
 from pipeline.models.heads import BalancedAdapterHead, LinearHead, LWSHead, TauNormHead
 from pipeline.registry import Registry
-from pipeline.training.methods import CLIPFineTune, Method, Task
+from pipeline.training.methods import STAGE1, CLIPFineTune, Method, Task
 
-STAGE2: Registry[type[Method]] = Registry("stage2 method")
-
-
-def build_stage2(name: str, params: Mapping[str, Any], stage1: Method, task: Task) -> Method:
-    """Wrap a trained stage-1 method; unknown `stage2.params` keys raise ConfigError."""
-    if name not in STAGE2:
-        raise ConfigError(f"stage2.method: unknown method {name!r}; valid: {', '.join(STAGE2.names())}")
-    cls = STAGE2.get(name)
-    return cls(from_mapping(cls.Params, params, "stage2.params"), stage1, task)
+STAGE2: Registry[type[Method]] = Registry("stage2 method")  # looked up through pipeline.training.registry
 
 
 class FrozenStage1(Method):
@@ -61,11 +53,11 @@ def _feature_dim(stage1: Method, task: Task) -> int:
 
 
 def _stage1_linear_head(stage1: Method, method: str) -> nn.Linear:
-    head = getattr(stage1, "head", None)
-    if not isinstance(head, LinearHead):
+    if stage1.classifier != "linear":
+        with_one = [name for name, cls in STAGE1.items() if cls.classifier == "linear"]
         raise ConfigError(f"stage2.method: {method} re-scales a linear classifier; use a stage-1 method "
-                          "with one (ce, la, balanced_softmax, jrcl)")
-    return head
+                          f"with one ({', '.join(with_one)})")
+    return stage1.head
 
 
 class _HeadOnFrozen(FrozenStage1):
@@ -122,8 +114,10 @@ class TauNormalisation(_HeadOnFrozen):
     class Params:
         t: float = 1.0
 
+        def __post_init__(self) -> None:
+            require(0.0 <= self.t <= 2.0, "stage2.params.t", f"must be in [0, 2], got {self.t}")
+
     def __init__(self, params: Params, stage1: Method, task: Task) -> None:
-        require(0.0 <= params.t <= 2.0, "stage2.params.t", f"must be in [0, 2], got {params.t}")
         super().__init__(stage1, TauNormHead.from_linear(_stage1_linear_head(stage1, "tau_norm"), t=params.t))
 
 
@@ -137,16 +131,19 @@ class BalancedAdapter(FrozenStage1):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 0.2
+        alpha: float = sweep_knob("residual_factor", 0.2)
         momentum: float = 0.97
         num_ops: int = 2  # k
         magnitude_min: float = 0.0  # M_min
-        magnitude_max: float = 10.0  # M_max, the swept "augmentation magnitude"
+        magnitude_max: float = sweep_knob("magnitude", 10.0)  # M_max, the "augmentation magnitude"
+
+        def __post_init__(self) -> None:
+            require(0.0 <= self.alpha <= 1.0, "stage2.params.alpha", f"must be in [0, 1], got {self.alpha}")
 
     def __init__(self, params: Params, stage1: Method, task: Task) -> None:
         if not isinstance(stage1, CLIPFineTune):
-            raise ConfigError("stage2.method: balanced_adapter needs a CLIP stage 1 (clip or zeroshot_clip)")
-        require(0.0 <= params.alpha <= 1.0, "stage2.params.alpha", f"must be in [0, 1], got {params.alpha}")
+            clip = [name for name, cls in STAGE1.items() if issubclass(cls, CLIPFineTune)]
+            raise ConfigError(f"stage2.method: balanced_adapter needs a CLIP stage 1 ({' or '.join(clip)})")
         super().__init__(stage1)
         with torch.no_grad():
             classes = stage1.class_embeddings()

@@ -16,7 +16,7 @@ from pipeline.data.manifest import read_manifest
 from pipeline.data.verify import verify_shards
 from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.storage import absolute, exists, join, open_binary
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig, Stage1Config, StageConfig
 from pipeline.training.launch import epoch_log, run_training
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE
@@ -82,8 +82,8 @@ def load_job(run_dir: str | Path) -> tuple[str, StageConfig, Task, StageConfig |
     """(stage, stage config, task, stage-1 config) recorded by `train_stage` in `run_dir`."""
     _require_file(Path(run_dir) / JOB_FILE, "the training stage that writes it (dvc repro stage1 / stage2)")
     record = json.loads((Path(run_dir) / JOB_FILE).read_text())
-    stage1 = from_mapping(StageConfig, record["stage1"], "stage1") if record["stage1"] else None
-    return (record["stage"], from_mapping(StageConfig, record["config"], record["stage"]),
+    stage1 = from_mapping(Stage1Config, record["stage1"], "stage1") if record["stage1"] else None
+    return (record["stage"], from_mapping(STAGE_CONFIGS[record["stage"]], record["config"], record["stage"]),
             from_mapping(Task, record["task"], "task"), stage1)
 
 

@@ -11,10 +11,11 @@ from pipeline.config import ConfigError
 from pipeline.training.config import RayConfig, StageConfig
 from pipeline.training.loop import TrainJob, assemble_method
 from pipeline.training.methods import Task
+from pipeline.training.registry import method_class
 from pipeline.training.run import WEIGHTS_FILE, train_stage
 from pipeline.tuning import outputs, results
 from pipeline.tuning.config import TuneConfig
-from pipeline.tuning.space import default_values, method_class, overlay, resolve_space
+from pipeline.tuning.space import default_values, overlay, resolve_space
 from pipeline.tuning.sweep import SweepJob, run_sweep, total_epochs
 
 FIXED_STAGE1_DIR = "fixed_stage1"

@@ -1,21 +1,43 @@
 """What a sweep can search, and how a sampled value reaches a stage's configuration.
 
 The sweep parameters (docs/methods.md) are method-independent names (temperature,
-margin, residual factor, augmentation magnitude; plus lr and weight decay); each
-maps to the knob of the methods that have it. A name the chosen method does not
-use is a ConfigError naming it, never a silently ignored dimension.
+margin, residual factor, augmentation magnitude; plus lr and weight decay). A
+method declares which of its knobs each one sets, on its `Params` fields
+(`sweep_knob`); the table of what can be searched is read from the method
+registries. A name the chosen method does not use is a ConfigError naming it,
+never a silently ignored dimension.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from pipeline.config import ConfigError, require
+from pipeline.config import ConfigError, require, sweep_knobs
 from pipeline.training.config import StageConfig
+from pipeline.training.registry import METHODS, method_class
 
 Scale = Literal["log", "linear", "int"]
 STAGE_FIELDS = ("lr", "weight_decay")  # StageConfig fields every training method has
+
+
+@dataclass(frozen=True)
+class SweepParameter:
+    """How a sweep parameter is sampled, and the closed interval its searched range must lie in."""
+
+    scale: Scale
+    domain: tuple[float, float]
+
+
+SWEEP_PARAMETERS: dict[str, SweepParameter] = {
+    "temperature": SweepParameter("log", (1e-4, 10.0)),
+    "margin": SweepParameter("linear", (0.0, 2.0)),
+    "residual_factor": SweepParameter("linear", (0.0, 1.0)),
+    "magnitude": SweepParameter("int", (0, 30)),
+    "lr": SweepParameter("log", (1e-8, 10.0)),
+    "weight_decay": SweepParameter("log", (1e-8, 1.0)),
+}
 
 
 @dataclass(frozen=True)
@@ -29,14 +51,31 @@ class Knob:
     targets: Mapping[str, str] = dataclasses.field(default_factory=dict)  # method -> params key
 
 
-KNOBS: dict[str, Knob] = {
-    "temperature": Knob("stage1", "log", (1e-4, 10.0), {"bcl": "tau", "jrcl": "tau", "clip": "temperature"}),
-    "margin": Knob("stage1", "linear", (0.0, 2.0), {"ldam_drw": "max_margin", "decreg": "m"}),
-    "residual_factor": Knob("stage2", "linear", (0.0, 1.0), {"balanced_adapter": "alpha"}),
-    "magnitude": Knob("stage2", "int", (0, 30), {"balanced_adapter": "magnitude_max"}),
-    "lr": Knob(None, "log", (1e-8, 10.0)),
-    "weight_decay": Knob(None, "log", (1e-8, 1.0)),
-}
+@functools.cache
+def knobs() -> dict[str, Knob]:
+    """Every searchable parameter, from the knobs the registered methods that train declare
+    (a method with nothing to learn has nothing to sweep)."""
+    method_parameters = [name for name in SWEEP_PARAMETERS if name not in STAGE_FIELDS]
+    declared: dict[str, dict[str, dict[str, str]]] = {}  # parameter -> stage -> method -> params key
+    for stage, registry in METHODS.items():
+        for method, cls in registry.items():
+            if not cls.trains:
+                continue
+            for parameter, key in sweep_knobs(cls.Params).items():
+                if parameter not in method_parameters:
+                    raise TypeError(f"{cls.__name__}.Params.{key}: {parameter!r} is not a method sweep parameter; "
+                                    f"known: {', '.join(method_parameters)}")
+                declared.setdefault(parameter, {}).setdefault(stage, {})[method] = key
+    table = {}
+    for name, parameter in SWEEP_PARAMETERS.items():
+        if name in STAGE_FIELDS:
+            table[name] = Knob(None, parameter.scale, parameter.domain)
+        elif name in declared:
+            if len(declared[name]) > 1:  # resolve_space reads a method knob's stage off its name
+                raise TypeError(f"sweep parameter {name!r} is declared by methods of both stages")
+            (stage, targets), = declared[name].items()
+            table[name] = Knob(stage, parameter.scale, parameter.domain, targets)
+    return table
 
 
 @dataclass(frozen=True)
@@ -60,8 +99,9 @@ def resolve_space(space: Mapping[str, tuple[float, float]], methods: Mapping[str
     for name, bounds in space.items():
         key = f"tune.space.{name}"
         stage_prefix, _, base = name.rpartition(".")
-        require(base in KNOBS, key, f"unknown parameter {base!r}; searchable: {', '.join(KNOBS)}")
-        knob = KNOBS[base]
+        table = knobs()
+        require(base in table, key, f"unknown parameter {base!r}; searchable: {', '.join(table)}")
+        knob = table[base]
         require(len(bounds) == 2 and bounds[0] < bounds[1], key, f"expected [low, high] with low < high, got {list(bounds)}")
         low, high = bounds
         require(knob.domain[0] <= low and high <= knob.domain[1], key,
@@ -138,13 +178,3 @@ def default_values(dims: list[Dimension], configs: Mapping[str, StageConfig]) ->
         values[dim.name] = value
     return values
 
-
-def method_class(stage: str, name: str) -> type:
-    """The registered class of `stage`'s method `name`; an unknown name is a ConfigError."""
-    from pipeline.training.methods import STAGE1
-    from pipeline.training.rebalance import STAGE2
-
-    registry = STAGE1 if stage == "stage1" else STAGE2
-    if name not in registry:
-        raise ConfigError(f"{stage}.method: unknown method {name!r}; valid: {', '.join(registry.names())}")
-    return registry.get(name)
