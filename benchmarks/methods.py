@@ -37,7 +37,7 @@ from pipeline.data.prepare import prepare
 from pipeline.data.split import build_split
 from pipeline.evaluation.metrics import long_tail_metrics
 from pipeline.io import write_json
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import ModelConfig, Stage1Config, Stage2Config, StageConfig
 from pipeline.training.loop import BEST_FILE, TrainJob, assemble_method, fit, gathered_predictions
 from pipeline.training.methods import STAGE1, Task
 from pipeline.training.run import load_task
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         images = min(args.images or num_train, num_train)
         if args.small:
             images = min(images, 32)
-        base1 = parse_section(StageConfig, params, "stage1")
-        base2 = parse_section(StageConfig, params, "stage2")
+        base1 = parse_section(Stage1Config, params, "stage1")
+        base2 = parse_section(Stage2Config, params, "stage2")
         batch = min(base1.batch_size, images)
         stage1_runs: dict[str, list[dict]] = {}
         stage2_runs: dict[str, list[dict]] = {}
@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in methods:
             for seed in range(args.seeds):
                 tic = time.perf_counter()
-                config = StageConfig(**{**base1.__dict__, "method": name, "params": {}, "epochs": epochs,
-                                        "warmup_epochs": min(base1.warmup_epochs, epochs), "seed": seed,
-                                        "batch_size": batch}).validate("stage1")
+                config = Stage1Config(**{**base1.__dict__, "method": name, "params": {}, "epochs": epochs,
+                                         "warmup_epochs": min(base1.warmup_epochs, epochs), "seed": seed,
+                                         "batch_size": batch})
                 out = work / "runs" / f"{name}-{seed}"
                 job = train("stage1", config, task, shards, images, out)
                 result = test_metrics(job, out / BEST_FILE, test_shards)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({time.perf_counter() - started:.0f} s so far)", flush=True)
                 for second in STAGE2_ON.get(name, ()):
                     tic = time.perf_counter()
-                    config2 = StageConfig(**{**base2.__dict__, "method": second, "epochs": stage2_epochs,
-                                             "seed": seed, "batch_size": batch}).validate("stage2")
+                    config2 = Stage2Config(**{**base2.__dict__, "method": second, "epochs": stage2_epochs,
+                                              "seed": seed, "batch_size": batch})
                     out2 = work / "runs" / f"{name}-{second}-{seed}"
                     job2 = train("stage2", config2, task, shards, images, out2, stage1=config,
                                  stage1_weights=str(out / BEST_FILE))

@@ -42,7 +42,7 @@ from benchmarks.common import NO_GPU, cifar_train_arrays, parser, peak_rss_mb, p
 from pipeline.data.loader import steps_per_epoch
 from pipeline.samplers import SAMPLERS
 from pipeline.training.augment import normalize
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import ModelConfig, Stage1Config
 from pipeline.training.data import open_training_data
 from pipeline.training.loop import TrainJob, fit, make_optimizer
 from pipeline.training.methods import Task, build_stage1
@@ -60,7 +60,7 @@ def _task(prepared: Path) -> Task:
 
 def _job(prepared: Path, method: str, epochs: int, batch: int) -> TrainJob:
     task = _task(prepared)
-    config = StageConfig(method=method, epochs=epochs, batch_size=batch, lr=0.05, batched_augment=True)
+    config = Stage1Config(method=method, epochs=epochs, batch_size=batch, lr=0.05, batched_augment=True)
     return TrainJob("stage1", config, task, tuple(sorted(str(p) for p in (prepared / "train").glob("*.tar"))),
                     tuple(sorted(str(p) for p in (prepared / "test").glob("*.tar"))), sum(task.class_counts))
 

@@ -13,7 +13,7 @@ from datagen import make_digits_split
 from tools import spawn_ranks
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, CheckpointError
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import ModelConfig, Stage1Config
 from pipeline.training.loop import TrainJob, fit
 from pipeline.training.run import load_task
 
@@ -57,8 +57,8 @@ class Killed(Exception):
 def _job(split: Path) -> TrainJob:
     task, shards, num_train = load_task(split, GREY)
     # A sampler, augmentation and two ranks: every random stream the loop has is in play.
-    config = StageConfig(method="ce", epochs=EPOCHS, batch_size=32, lr=0.05, sampler="square_root",
-                         warmup_epochs=1).validate("stage1")
+    config = Stage1Config(method="ce", epochs=EPOCHS, batch_size=32, lr=0.05, sampler="square_root",
+                          warmup_epochs=1)
     return TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
 
 

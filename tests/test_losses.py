@@ -1,4 +1,4 @@
-"""Golden values, gradients, registry coverage and parameter checks for pipeline.losses.
+"""Golden values, gradients, coverage of every loss and parameter checks for pipeline.losses.
 
 Reference values are computed with plain Python loops over anchors/samples, independently of the
 vectorised implementation.
@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import ConfigError
 from pipeline.distributed import backward_scale
 from pipeline.losses import (
     BCL,
     JRCL,
     LDAMDRW,
-    LOSSES,
     BalancedSoftmax,
     ClipClassText,
     ClipInfoNCE,
@@ -37,6 +37,7 @@ from pipeline.losses import (
     one_to_all_contrastive_loss,
     posthoc_logit_adjust,
 )
+from tools import loss_classes
 
 DT = torch.float64
 COUNTS = [50, 20, 8, 3, 1]  # C = 5
@@ -337,7 +338,7 @@ def test_clip_infonce_gradcheck():
     assert torch.autograd.gradcheck(f, [t.requires_grad_() for t in inputs])
 
 
-# ---------- registry: every loss runs forward and backward ----------
+# ---------- every loss runs forward and backward ----------
 
 C, B, D = 5, 6, 4
 
@@ -353,36 +354,36 @@ def _views(seed: int) -> torch.Tensor:
 _LABELS = torch.tensor([0, 0, 1, 3, 0, 4])
 _CE_INPUTS = lambda: {"logits": _t(B, C, seed=30), "labels": _LABELS}  # noqa: E731
 
-REGISTRY_CASES = {
-    "ce": ({}, _CE_INPUTS),
-    "logit_adjusted": ({"class_counts": COUNTS}, _CE_INPUTS),
-    "balanced_softmax": ({"class_counts": COUNTS}, _CE_INPUTS),
-    "ldam_drw": ({"class_counts": COUNTS, "drw_start_epoch": 1},
+LOSS_CASES = {
+    CrossEntropy: ({}, _CE_INPUTS),
+    LogitAdjustedCE: ({"class_counts": COUNTS}, _CE_INPUTS),
+    BalancedSoftmax: ({"class_counts": COUNTS}, _CE_INPUTS),
+    LDAMDRW: ({"class_counts": COUNTS, "drw_start_epoch": 1},
                  lambda: {"logits": _t(B, C, seed=31), "labels": _LABELS, "epoch": 1}),
-    "bcl": ({"class_counts": COUNTS},
+    BCL: ({"class_counts": COUNTS},
             lambda: {"logits": _t(B, C, seed=32), "labels": _LABELS, "view_embeddings": _views(33),
                      "prototypes": _t(C, D, seed=34)}),
-    "jrcl": ({"class_counts": COUNTS, "normal_mask": normal_mask_from_counts(COUNTS, 10), "tau": 0.1,
+    JRCL: ({"class_counts": COUNTS, "normal_mask": normal_mask_from_counts(COUNTS, 10), "tau": 0.1,
               "lambda_con": 1.0, "lambda_bdc": 1.0},
              lambda: {"logits": _t(B, C, seed=35), "labels": _LABELS, "view_embeddings": _views(36),
                       "binary_logits": _t(B, 2, seed=37)}),
-    "decreg": ({"m": 0.3, "lambda_u": 0.1, "lambda_n": 0.1, "radius": 5.0},
+    DecoupledRegularisation: ({"m": 0.3, "lambda_u": 0.1, "lambda_n": 0.1, "radius": 5.0},
                lambda: {"features": _t(B, 8, seed=38), "weight": _t(C, 8, seed=39), "labels": _LABELS}),
-    "clip_class_text": ({}, lambda: {"image_embeddings": _t(B, D, seed=40), "class_text_embeddings": _t(C, D, seed=41),
+    ClipClassText: ({}, lambda: {"image_embeddings": _t(B, D, seed=40), "class_text_embeddings": _t(C, D, seed=41),
                                      "labels": _LABELS, "logit_scale": torch.tensor(10.0, requires_grad=True)}),
-    "clip_infonce": ({}, lambda: {"image_embeddings": _t(B, D, seed=42), "text_embeddings": _t(B, D, seed=43),
+    ClipInfoNCE: ({}, lambda: {"image_embeddings": _t(B, D, seed=42), "text_embeddings": _t(B, D, seed=43),
                                   "logit_scale": torch.tensor(10.0, requires_grad=True)}),
 }
 
 
-def test_registry_table_covers_every_registered_loss():
-    assert sorted(REGISTRY_CASES) == LOSSES.names()
+def test_the_table_covers_every_loss_the_package_exports():
+    assert set(LOSS_CASES) == set(loss_classes())
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY_CASES))
-def test_registered_loss_forward_backward(name):
-    kwargs, build = REGISTRY_CASES[name]
-    loss_fn = LOSSES.get(name)(**kwargs)
+@pytest.mark.parametrize("cls", list(LOSS_CASES), ids=lambda cls: cls.__name__)
+def test_every_loss_runs_forward_and_backward(cls):
+    kwargs, build = LOSS_CASES[cls]
+    loss_fn = cls(**kwargs)
     inputs = build()
     if "view_embeddings" in inputs:  # contrastive losses expect unit embeddings
         inputs["view_embeddings"] = F.normalize(inputs["view_embeddings"], dim=-1)
@@ -396,17 +397,12 @@ def test_registered_loss_forward_backward(name):
         if isinstance(value, torch.Tensor) and value.requires_grad:
             assert value.grad is not None and torch.isfinite(value.grad).all(), key
     assert backward_scale(loss_fn) == 1.0  # not distributed here
-    assert type(loss_fn).cross_batch == (name in {"bcl", "jrcl", "clip_infonce"})
+    assert cls.cross_batch == (cls in {BCL, JRCL, ClipInfoNCE})
 
 
 def test_backward_scale_requires_declared_cross_batch():
     with pytest.raises(TypeError, match="cross_batch"):
         backward_scale(nn.CrossEntropyLoss())
-
-
-def test_unknown_loss_name_lists_valid_names():
-    with pytest.raises(KeyError, match="balanced_softmax"):
-        LOSSES.get("focal")
 
 
 # ---------- bad parameters ----------
@@ -417,18 +413,17 @@ def _jrcl(**overrides) -> JRCL:
     return JRCL(**{**kwargs, **overrides})
 
 
-BAD = [
+# Constructor and helper arguments: configuration, so a ConfigError naming the argument.
+BAD_CONFIG = [
     ("class_counts", lambda: LogitAdjustedCE(class_counts=[10, 0])),
     ("class_counts", lambda: BalancedSoftmax(class_counts=[])),
     ("class_counts", lambda: BalancedSoftmax(class_counts=[2.5, 1])),
     ("tau", lambda: LogitAdjustedCE(class_counts=COUNTS, tau=float("nan"))),
     ("tau", lambda: posthoc_logit_adjust(torch.zeros(1, 5), COUNTS, tau=-1.0)),
-    ("class_counts", lambda: posthoc_logit_adjust(torch.zeros(1, 4), COUNTS)),
     ("max_margin", lambda: LDAMDRW(class_counts=COUNTS, max_margin=0.0)),
     ("s", lambda: LDAMDRW(class_counts=COUNTS, s=-30.0)),
     ("beta", lambda: LDAMDRW(class_counts=COUNTS, beta=1.0)),
     ("drw_start_epoch", lambda: LDAMDRW(class_counts=COUNTS, drw_start_epoch=-1)),
-    ("epoch", lambda: LDAMDRW(class_counts=COUNTS)(torch.zeros(1, 5), torch.tensor([0]), epoch=-1)),
     ("m", lambda: DecoupledRegularisation(m=-0.1, lambda_u=0.1, lambda_n=0.1, radius=1.0)),
     ("m", lambda: DecoupledRegularisation(m=2.0, lambda_u=0.1, lambda_n=0.1, radius=1.0)),
     ("lambda_u", lambda: DecoupledRegularisation(m=0.1, lambda_u=-1.0, lambda_n=0.1, radius=1.0)),
@@ -438,10 +433,6 @@ BAD = [
     ("tau", lambda: BCL(class_counts=COUNTS, tau=0.0)),
     ("alpha", lambda: BCL(class_counts=COUNTS, alpha=-1.0)),
     ("beta", lambda: BCL(class_counts=COUNTS, beta=-0.5)),
-    ("view_embeddings", lambda: BCL(class_counts=COUNTS)(torch.zeros(2, 5), torch.tensor([0, 1]),
-                                                         torch.zeros(2, 3, 4), torch.zeros(5, 4))),
-    ("prototypes", lambda: BCL(class_counts=COUNTS)(torch.zeros(2, 5), torch.tensor([0, 1]),
-                                                    torch.zeros(2, 2, 4), torch.zeros(4, 4))),
     ("normal_mask", lambda: _jrcl(normal_mask=[True, False])),
     ("normal_mask", lambda: _jrcl(normal_mask=[True] * 5)),
     ("normal_mask", lambda: _jrcl(normal_mask=[1, 0, 0, 0, 0])),
@@ -450,13 +441,28 @@ BAD = [
     ("lambda_bdc", lambda: _jrcl(lambda_bdc=-1.0)),
     ("normal_classes", lambda: normal_mask_from_classes(3, [5])),
     ("many_threshold", lambda: normal_mask_from_counts(COUNTS, -1)),
+]
+# Tensors handed to forward (or to a helper) that do not fit: a ValueError naming the argument.
+BAD_INPUTS = [
+    ("class_counts", lambda: posthoc_logit_adjust(torch.zeros(1, 4), COUNTS)),
+    ("epoch", lambda: LDAMDRW(class_counts=COUNTS)(torch.zeros(1, 5), torch.tensor([0]), epoch=-1)),
+    ("view_embeddings", lambda: BCL(class_counts=COUNTS)(torch.zeros(2, 5), torch.tensor([0, 1]),
+                                                         torch.zeros(2, 3, 4), torch.zeros(5, 4))),
+    ("prototypes", lambda: BCL(class_counts=COUNTS)(torch.zeros(2, 5), torch.tensor([0, 1]),
+                                                    torch.zeros(2, 2, 4), torch.zeros(4, 4))),
     ("text_embeddings", lambda: ClipInfoNCE()(torch.zeros(3, 4), torch.zeros(2, 4), 1.0)),
     ("logit_scale", lambda: ClipClassText()(torch.ones(3, 4), torch.ones(2, 4), torch.tensor([0, 1, 0]),
                                             torch.ones(2))),
 ]
 
 
-@pytest.mark.parametrize("name,make", BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD)])
-def test_bad_parameter_raises_value_error_naming_it(name, make):
+@pytest.mark.parametrize("name,make", BAD_CONFIG, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_CONFIG)])
+def test_bad_parameter_raises_config_error_naming_it(name, make):
+    with pytest.raises(ConfigError, match=rf"^{name}:"):
+        make()
+
+
+@pytest.mark.parametrize("name,make", BAD_INPUTS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_raises_value_error_naming_it(name, make):
     with pytest.raises(ValueError, match=rf"^{name}:"):
         make()

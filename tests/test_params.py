@@ -7,8 +7,8 @@ import yaml
 
 from pipeline.config import ConfigError, parse_section
 from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
-from pipeline.reporting.build import ReportConfig
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.reporting.config import ReportConfig
+from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig, Stage1Config
 from pipeline.training.loop import assemble_method
 from pipeline.training.methods import Task
 from pipeline.tuning.config import TuneConfig
@@ -26,17 +26,17 @@ def test_shipped_params_files_are_valid(name):
     assert set(params) == {*SECTIONS, "stage1", "stage2"}
     for section, cls in SECTIONS.items():
         parse_section(cls, params, section)
-    for stage in ("stage1", "stage2"):
-        parse_section(StageConfig, params, stage).validate(stage)
+    for stage, cls in STAGE_CONFIGS.items():
+        parse_section(cls, params, stage)
     model = parse_section(ModelConfig, params, "model")
-    stage1 = parse_section(StageConfig, params, "stage1")
+    stage1 = parse_section(Stage1Config, params, "stage1")
     counts = (100, 50, 10) if model.channels == 1 else tuple(range(100, 0, -1))
     # Pretrained weights download; the method's params are checked on random ones.
     task = Task(counts, tuple(f"c{i}" for i in range(len(counts))), 60, 20, replace(model, pretrained=False))
     if stage1.params.get("kind") != "open_clip":  # pretrained CLIP towers download; tests/test_recipes.py
         assemble_method("stage1", stage1, task)  # the method's own params are valid too
     sweep = parse_section(TuneConfig, params, "tune")
-    stages = {s: parse_section(StageConfig, params, s).method for s in sweep.stages}
+    stages = {s: parse_section(STAGE_CONFIGS[s], params, s).method for s in sweep.stages}
     assert resolve_space(sweep.space, stages)  # the shipped search space fits the shipped methods
 
 
@@ -51,12 +51,12 @@ def task(**model) -> Task:
 ])
 def test_unknown_or_mistyped_method_params_name_the_key(method, params, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        assemble_method("stage1", StageConfig(method=method, params=params), task())
+        Stage1Config(method=method, params=params)
 
 
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="stage1.method: unknown method 'focal'; valid: .*bcl, ce"):
-        assemble_method("stage1", StageConfig(method="focal"), task())
+        Stage1Config(method="focal")
 
 
 @pytest.mark.parametrize("section,values,key", [

@@ -1,8 +1,8 @@
 """Mixed precision: every loss and head computes in float32 whatever its inputs' dtype, and every
 registered stage-1 and stage-2 method trains under bf16 autocast with channels-last input.
 
-Parametrised over the registries (LOSSES, HEADS, STAGE1, STAGE2), so a new entry is covered without
-editing this file; a loss or head with an argument these pools do not know fails with a KeyError
+Parametrised over every exported loss and the registries (HEADS, STAGE1, STAGE2), so a new entry is
+covered without editing this file; a loss or head with an argument these pools do not know fails with a KeyError
 naming it.
 
 Tolerances (bf16 keeps 8 significant bits, a relative rounding error of at most 2**-9 = 0.2%):
@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError
-from pipeline.losses import LOSSES, loss_inputs
+from pipeline.losses import loss_inputs
 from pipeline.models.heads import HEADS, build_head
 from pipeline.training.config import ModelConfig
-from pipeline.training.methods import STAGE1, Task, build_stage1
-from pipeline.training.rebalance import STAGE2, build_stage2
+from pipeline.training.methods import STAGE1, Task
+from pipeline.training.rebalance import STAGE2
+from pipeline.training.registry import build_stage1, build_stage2
+from tools import loss_classes
 
 B, C, D, E = 8, 5, 16, 8  # batch, classes, feature width, embedding width
 COUNTS = (40, 20, 10, 5, 2)
@@ -56,8 +58,7 @@ def loss_arguments(generator: torch.Generator) -> dict:
     }
 
 
-def build_loss(name: str) -> torch.nn.Module:
-    cls = LOSSES.get(name)
+def build_loss(cls: type[torch.nn.Module]) -> torch.nn.Module:
     wanted = [p.name for p in inspect.signature(cls.__init__).parameters.values()
               if p.name != "self" and p.kind is p.KEYWORD_ONLY and (p.default is p.empty or p.name == "class_counts")]
     return cls(**{key: LOSS_KNOBS[key] for key in wanted})
@@ -71,9 +72,9 @@ def upcast(value):
     return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
-def test_loss_of_bf16_inputs_is_float32(name):
-    loss_fn = build_loss(name)
+@pytest.mark.parametrize("cls", loss_classes(), ids=lambda cls: cls.__name__)
+def test_loss_of_bf16_inputs_is_float32(cls):
+    loss_fn = build_loss(cls)
     full = {k: v for k, v in loss_arguments(torch.Generator().manual_seed(0)).items() if k in loss_inputs(loss_fn)}
     bf16 = {k: half(v).requires_grad_() if torch.is_tensor(v) and v.is_floating_point() else v
             for k, v in full.items()}

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from datagen import make_digits_split
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
 from pipeline.training.launch import init_ray, run_training
 from pipeline.training.loop import TrainJob
 from pipeline.training.run import load_task
@@ -63,7 +63,7 @@ def ray_session(tmp_path_factory):
 def test_every_listener_of_a_training_session_is_on_loopback(ray_session, tmp_path):
     split = make_digits_split(tmp_path / "digits")
     task, shards, num_train = load_task(split, ModelConfig(image_size=8))
-    config = StageConfig(method="ce", epochs=2, batch_size=64, lr=0.05).validate("stage1")
+    config = Stage1Config(method="ce", epochs=2, batch_size=64, lr=0.05)
     job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
     record = tmp_path / "listeners.json"
     result = run_training(job, ray_session, "loopback-probe", [listener_log(record, os.getpid())])

@@ -9,6 +9,7 @@ the profile, the stage-1 and stage-2 methods with their knobs, the optimiser and
 backbone (CLIP towers excepted: no pretrained weights offline, so the tiny test CLIP stands in).
 The full-size CIFAR-100 split of the CIFAR recipes is tests/test_split.py (slow).
 """
+import dataclasses
 import json
 import math
 import shutil
@@ -19,7 +20,7 @@ import yaml
 
 from datagen import make_cifar_archive, make_idx_dataset, make_split_lists
 from pipeline.config import parse_section
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import ModelConfig, Stage1Config, Stage2Config, StageConfig
 from pipeline.training.loop import BEST_FILE, TrainJob, fit
 from pipeline.training.run import load_task
 from stages.__main__ import main as ltp
@@ -92,7 +93,7 @@ def train_once(stage: str, cfg: StageConfig, split_dir: Path, model: ModelConfig
                stage1: StageConfig | None = None) -> list[dict]:
     """One epoch of `stage` with one step of BATCH images; keeps the checkpoint in `out`."""
     task, shards, _ = load_task(split_dir, model)
-    cfg = StageConfig(**{**cfg.__dict__, "batch_size": BATCH}).validate(stage)
+    cfg = dataclasses.replace(cfg, batch_size=BATCH)
     extra = {"stage1": stage1, "stage1_weights": str(out.parent / "stage1" / BEST_FILE)} if stage == "stage2" else {}
     job = TrainJob(stage, cfg, task, shards["train"], shards["val"], BATCH, **extra)
     reports = []
@@ -125,11 +126,11 @@ def test_recipe_runs_data_stages_and_a_training_step(recipe, tmp_path):
     assert stats["train_total"] == sum(counts)
 
     model = parse_section(ModelConfig, small, "model")
-    stage1 = parse_section(StageConfig, small, "stage1").validate("stage1")
+    stage1 = parse_section(Stage1Config, small, "stage1")
     first = train_once("stage1", stage1, split_dir, model, tmp_path / "runs" / "stage1")
     assert [r["epoch"] for r in first] == [1] and math.isfinite(first[0]["train_loss"])
     assert (first[0]["train_loss"] > 0) == (stage1.method != "zeroshot_clip" and stage1.epochs > 0)
-    stage2 = parse_section(StageConfig, small, "stage2").validate("stage2")
+    stage2 = parse_section(Stage2Config, small, "stage2")
     second = train_once("stage2", stage2, split_dir, model, tmp_path / "runs" / "stage2", stage1=stage1)
     assert [r["epoch"] for r in second] == [1] and 0.0 <= second[0]["val_balanced_accuracy"] <= 1.0
     assert math.isfinite(second[0]["train_loss"])

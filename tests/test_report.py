@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
-from pipeline.reporting.build import ReportConfig, build_report
+from pipeline.reporting.build import build_report
+from pipeline.reporting.config import ReportConfig
 from pipeline.reporting.gather import gather_runs
 from pipeline.reporting.published import comparable
 from pipeline.reporting.records import RunLabel, directory_reader, keep_run, load_run

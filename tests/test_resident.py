@@ -12,7 +12,7 @@ from pipeline.data import loader
 from pipeline.data.loader import TrainStream, make_loader, steps_per_epoch
 from pipeline.data.resident import ResidentSet
 from pipeline.samplers import SAMPLERS, ProgressiveSampler
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import ModelConfig, Stage1Config
 from pipeline.training.loop import TrainJob, fit
 from pipeline.training.run import load_task
 
@@ -91,7 +91,7 @@ def digits(tmp_path_factory):
 
 def _decodes_per_epoch(digits: Path, monkeypatch, budget) -> tuple[list[int], int, int]:
     task, shards, num_train = load_task(digits, GREY)
-    config = StageConfig(method="ce", epochs=3, batch_size=64, lr=0.05, resident_budget_mb=budget).validate("stage1")
+    config = Stage1Config(method="ce", epochs=3, batch_size=64, lr=0.05, resident_budget_mb=budget)
     job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
     calls = []
     decode = loader.decode_image

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datagen import make_digits_split
-from pipeline.training.config import ModelConfig, StageConfig
+from pipeline.training.config import STAGE_CONFIGS, ModelConfig
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE
 from pipeline.training.loop import TrainJob, assemble_method, fit, gathered_predictions, validation_metrics
@@ -43,7 +43,7 @@ def run(job: TrainJob, out: Path, resume: dict | None = None) -> list[dict]:
 def job_for(split_dir: Path, stage: str, method: str, model: ModelConfig, epochs: int = 1, **extra) -> TrainJob:
     task, shards, num_train = load_task(split_dir, model)
     params = {"kind": "tiny"} if method in CLIP_METHODS else {}
-    config = StageConfig(method=method, params=params, epochs=epochs, batch_size=32, lr=0.05).validate(stage)
+    config = STAGE_CONFIGS[stage](method=method, params=params, epochs=epochs, batch_size=32, lr=0.05)
     return TrainJob(stage, config, task, shards["train"], shards["val"], num_train, **extra)
 
 

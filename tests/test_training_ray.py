@@ -10,7 +10,7 @@ import torch
 from datagen import make_digits_split
 from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
 from pipeline.evaluation.metrics import long_tail_metrics
-from pipeline.training.config import ModelConfig, RayConfig, StageConfig
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
 from pipeline.training.launch import init_ray
 from pipeline.training.loop import TrainJob, assemble_method
 from pipeline.training.run import WEIGHTS_FILE, load_task, train_stage
@@ -39,7 +39,7 @@ def digits(tmp_path_factory):
 def trained(digits, ray_cfg, tmp_path_factory):
     _, split_dir = digits
     task, shards, num_train = load_task(split_dir, MODEL)
-    config = StageConfig(method="la", epochs=2, batch_size=32, lr=0.05).validate("stage1")
+    config = Stage1Config(method="la", epochs=2, batch_size=32, lr=0.05)
     job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
     out = tmp_path_factory.mktemp("run")
     summary = train_stage(job, ray_cfg, out / "stage1", out / "metrics.json", out / "history.tsv")

@@ -15,7 +15,7 @@ import yaml
 
 from datagen import make_digits_split
 from pipeline.config import ConfigError
-from pipeline.training.config import StageConfig
+from pipeline.training.config import Stage1Config
 from pipeline.tuning.results import best_row, history_rows, importances, trial_rows
 from pipeline.tuning.run import apply_overlay
 from pipeline.tuning.space import apply_values, default_values, overlay, resolve_space
@@ -30,7 +30,7 @@ def test_each_sweep_parameter_reaches_the_knob_of_the_chosen_method():
     dims = resolve_space({"temperature": (0.05, 0.5), "lr": (0.01, 0.3)}, {"stage1": "bcl"})
     assert [(d.stage, d.field, d.key, d.scale) for d in dims] == [
         ("stage1", "params", "tau", "log"), ("stage1", "lr", None, "log")]
-    config = apply_values("stage1", StageConfig(method="bcl", params={"alpha": 2.0}), dims,
+    config = apply_values("stage1", Stage1Config(method="bcl", params={"alpha": 2.0}), dims,
                           {"temperature": 0.2, "lr": 0.05})
     assert config.params == {"alpha": 2.0, "tau": 0.2} and config.lr == 0.05
     both = resolve_space({"residual_factor": (0.0, 1.0), "magnitude": (2, 14), "stage2.lr": (0.01, 1.0),
@@ -62,8 +62,8 @@ def test_a_parameter_the_sweep_cannot_use_is_rejected_by_name(space, methods, me
 
 def test_the_first_point_is_what_params_yaml_already_trains():
     dims = resolve_space({"margin": (0.1, 0.9), "lr": (0.01, 0.3)}, {"stage1": "ldam_drw"})
-    assert default_values(dims, {"stage1": StageConfig(method="ldam_drw", lr=0.1)}) == {"margin": 0.5, "lr": 0.1}
-    assert default_values(dims, {"stage1": StageConfig(method="ldam_drw", lr=0.5)}) is None  # outside the range
+    assert default_values(dims, {"stage1": Stage1Config(method="ldam_drw", lr=0.1)}) == {"margin": 0.5, "lr": 0.1}
+    assert default_values(dims, {"stage1": Stage1Config(method="ldam_drw", lr=0.5)}) is None  # outside the range
 
 
 def test_the_best_values_overlay_the_stage_section():
@@ -229,7 +229,7 @@ def test_asha_never_judges_a_trial_during_warm_up():
     from pipeline.tuning.config import TuneConfig
     from pipeline.tuning.run import grace_epochs
 
-    warm = StageConfig(method="ce", epochs=4, warmup_epochs=1)
+    warm = Stage1Config(method="ce", epochs=4, warmup_epochs=1)
     assert grace_epochs(TuneConfig(trials=4), warm, "stage1") == 2  # null: the first epoch after warm-up
     assert grace_epochs(TuneConfig(trials=4, grace_epochs=3), warm, "stage1") == 3
     with pytest.raises(ConfigError, match=r"^tune.grace_epochs: 1 would let ASHA stop trials during stage1's 1 "):

@@ -55,3 +55,12 @@ def spawn_ranks(worker, args: tuple, world: int, timeout_s: float) -> None:
             for process in context.processes:
                 process.terminate()
             raise TimeoutError(f"{world}-rank run did not finish in {timeout_s} s")
+
+
+def loss_classes() -> list[type]:
+    """Every loss pipeline.losses exports (each an nn.Module), so a test over them covers a new one."""
+    from torch import nn
+
+    from pipeline import losses
+
+    return [obj for obj in vars(losses).values() if isinstance(obj, type) and issubclass(obj, nn.Module)]
