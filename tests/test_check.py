@@ -45,6 +45,12 @@ def test_an_unchanged_input_file_is_not_rewritten(tmp_path):
     ({"split": {"imbalance_ratio": 0}}, "split.imbalance_ratio: must be >= 1"),
     ({"stage1": {"method": "la", "params": {"taus": 1.0}}}, "stage1.params.taus: unknown key"),
     ({"stage2": {"method": "crt2"}}, "stage2.method: unknown method 'crt2'"),
+    ({"stage2": {"method": "tau_norm", "params": {"t": 3.0}}}, "stage2.params.t: must be in [0, 2], got 3.0"),
+    ({"stage2": {"method": "balanced_adapter", "epochs": 2, "params": {"alpha": 1.5}}},
+     "stage2.params.alpha: must be in [0, 1]"),
+    ({"stage1": {"method": "clip", "params": {"temperature": 0.0}}}, "stage1.params.temperature: must be > 0"),
+    ({"stage1": {"method": "clip", "params": {"loss": "focal"}}},
+     "stage1.params.loss: 'focal' is not one of 'class_text', 'infonce'"),
     ({"stage3": {}}, "stage3: unknown section"),
 ])
 def test_a_bad_value_anywhere_fails_and_leaves_the_previous_inputs(tmp_path, capsys, changes, message):
