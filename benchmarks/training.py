@@ -45,7 +45,8 @@ from pipeline.training.augment import normalize
 from pipeline.training.config import ModelConfig, Stage1Config
 from pipeline.training.data import open_training_data
 from pipeline.training.loop import TrainJob, fit, make_optimizer
-from pipeline.training.methods import Task, build_stage1
+from pipeline.training.methods import Task
+from pipeline.training.registry import build_stage1
 
 MODEL = ModelConfig(backbone="resnet32", channels=3, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 CUDA_ONLY = "CUDA only"

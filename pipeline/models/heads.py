@@ -1,7 +1,7 @@
 """Classifier heads by name: every head maps features (B, in_features) to logits (B, C).
 
-``HEADS`` entries are built as ``HEADS.get(name)(in_features, num_classes, **kwargs)``
-and expose ``.weight`` (C, in_features), the class weight matrix that losses
+``HEADS`` entries are built as ``build_head(name, in_features=..., num_classes=..., **kwargs)``
+(a stage-1 method names its classifier head in its ``classifier`` attribute) and expose ``.weight`` (C, in_features), the class weight matrix that losses
 such as BCL (class prototypes) or the uniformity regulariser read.
 Every classifier head computes in float32 and returns float32 logits, whatever
 the feature dtype or autocast policy (pipeline.precision): the head is a tiny
