@@ -1,6 +1,7 @@
 """A method is one registered class with its Params: every registered method is reachable from params
 (the check stage accepts it), from sweeps (its declared knobs, or `trains = False`: nothing to sweep)
-and from the report (published figures name registered methods); every declared knob is a real field."""
+and from the report (published figures name registered methods); every declared knob is a real field;
+what other code reads off a method class (its classifier head) is what the method builds."""
 import dataclasses
 import typing
 from pathlib import Path
@@ -9,10 +10,12 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, sweep_knobs
+from pipeline.models.heads import HEADS
 from pipeline.reporting.published import PUBLISHED, CIFAR100_LT, comparable
 from pipeline.reporting.records import RunLabel
-from pipeline.training.config import Stage1Config, Stage2Config
-from pipeline.training.registry import METHODS, method_class
+from pipeline.training.config import ModelConfig, Stage1Config, Stage2Config
+from pipeline.training.methods import Task
+from pipeline.training.registry import METHODS, build_stage1, build_stage2, method_class
 from pipeline.tuning.space import STAGE_FIELDS, SWEEP_PARAMETERS, knobs, resolve_space
 from stages.__main__ import main as ltp
 
@@ -105,3 +108,29 @@ def test_a_changed_stage_config_is_validated_again():
         dataclasses.replace(config, params={"t": 2.5})
     with pytest.raises(ConfigError, match=r"^stage2\.epochs: must be >= 1 for 'crt'"):
         dataclasses.replace(config, method="crt")
+
+
+TASK = Task((50, 20, 5), ("a", "b", "c"), 30, 10, ModelConfig())
+
+
+def test_each_stage1_method_builds_the_classifier_head_it_declares():
+    for name in METHODS["stage1"].names():
+        method = build_stage1(name, {}, TASK)
+        declared = method_class("stage1", name).classifier
+        if declared is None:
+            assert not hasattr(method, "head"), name
+        else:
+            assert type(method.head) is HEADS.get(declared), name
+
+
+@pytest.mark.parametrize("stage2,stage1,message", [
+    ("lws", "bcl", "stage2.method: lws re-scales a linear classifier; use a stage-1 method with one "
+                   "(ce, la, balanced_softmax, jrcl)"),
+    ("tau_norm", "ldam_drw", "stage2.method: tau_norm re-scales a linear classifier; use a stage-1 method with one "
+                             "(ce, la, balanced_softmax, jrcl)"),
+    ("balanced_adapter", "ce", "stage2.method: balanced_adapter needs a CLIP stage 1 (clip or zeroshot_clip)"),
+])
+def test_a_stage2_method_names_the_stage1_methods_it_fits(stage2, stage1, message):
+    with pytest.raises(ConfigError) as error:
+        build_stage2(stage2, {}, build_stage1(stage1, {}, TASK), TASK)
+    assert str(error.value) == message
