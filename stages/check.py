@@ -15,6 +15,7 @@ from typing import Any
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 SECTIONS = ("data", "prepare", "split", "model", "stage1", "stage2", "ray", "tune", "report")
 
@@ -69,7 +70,7 @@ def write_inputs(inputs: dict[str, dict[str, Any]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp check", __doc__)
     add_params(parser)
-    parser.add_argument("--out", default="runs/params", help="folder of the per-stage input files")
+    parser.add_argument("--out", default=WORKSPACE.stage_params, help="folder of the per-stage input files")
     args = parser.parse_args(argv)
 
     def body() -> str:

@@ -10,6 +10,8 @@ import argparse
 import ast
 from pathlib import Path
 
+from stages.workspace import WORKSPACE
+
 _ROOT = Path(__file__).resolve().parents[1]
 METHOD_SOURCES = {"stage1": ("pipeline/training/methods.py", "STAGE1"),
                   "stage2": ("pipeline/training/rebalance.py", "STAGE2")}
@@ -23,7 +25,7 @@ def stage_parser(prog: str, doc: str | None, epilog: str | None = None) -> argpa
 
 
 def add_params(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="the params file (see params.yaml's comments)")
+    parser.add_argument("--params", default=WORKSPACE.params, help="the params file (see params.yaml's comments)")
 
 
 def registered_methods(stage: str) -> list[str]:

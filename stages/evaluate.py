@@ -5,15 +5,16 @@ from pathlib import Path
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp evaluate", __doc__)
     add_params(parser)
-    parser.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (its test shards)")
-    parser.add_argument("--run", default="runs/stage2", help="the trained run to evaluate")
-    parser.add_argument("--out", default="runs/evaluation", help="folder for predictions and per-class tables")
-    parser.add_argument("--metrics", default="metrics/test.json", help="the test metrics (a DVC metrics file)")
+    parser.add_argument("--prepared", default=WORKSPACE.prepared, help="the prepare stage's folder (its test shards)")
+    parser.add_argument("--run", default=WORKSPACE.stage2, help="the trained run to evaluate")
+    parser.add_argument("--out", default=WORKSPACE.evaluation, help="folder for predictions and per-class tables")
+    parser.add_argument("--metrics", default=WORKSPACE.test_metrics, help="the test metrics (a DVC metrics file)")
     args = parser.parse_args(argv)
 
     def body() -> str:

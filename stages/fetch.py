@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp fetch", __doc__)
     add_params(parser)
-    parser.add_argument("--out", default="data/raw", help="folder for the verified files and source.json")
+    parser.add_argument("--out", default=WORKSPACE.raw, help="folder for the verified files and source.json")
     args = parser.parse_args(argv)
 
     def body() -> str:

@@ -16,9 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.config import parse_section
         from pipeline.reporting.config import ReportConfig
         from pipeline.reporting.records import keep_run
+        from stages.report_files import RUN_FILES
 
         cfg = parse_section(ReportConfig, load_params(args.params), "report")
-        target = keep_run(args.root, cfg.kept_runs, args.name)
+        target = keep_run(args.root, RUN_FILES, cfg.kept_runs, args.name)
         return f"keep: the evaluated run is kept as {target} (the report lists it as {args.name!r})"
 
     return run_stage(body)

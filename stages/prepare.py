@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp prepare", __doc__)
     add_params(parser)
-    parser.add_argument("--raw", default="data/raw", help="the fetch stage's folder")
-    parser.add_argument("--out", default="data/prepared", help="folder for shards, manifest and classes.json")
+    parser.add_argument("--raw", default=WORKSPACE.raw, help="the fetch stage's folder")
+    parser.add_argument("--out", default=WORKSPACE.prepared, help="folder for shards, manifest and classes.json")
     args = parser.parse_args(argv)
 
     def body() -> str:

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp split", __doc__)
     add_params(parser)
-    parser.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder")
-    parser.add_argument("--out", default="data/split", help="folder for the long-tailed shards and manifest")
-    parser.add_argument("--stats", default="metrics/split_stats.json", help="counts, groups and thresholds (JSON)")
-    parser.add_argument("--class-counts", default="metrics/split_class_counts.csv",
+    parser.add_argument("--prepared", default=WORKSPACE.prepared, help="the prepare stage's folder")
+    parser.add_argument("--out", default=WORKSPACE.split, help="folder for the long-tailed shards and manifest")
+    parser.add_argument("--stats", default=WORKSPACE.split_stats, help="counts, groups and thresholds (JSON)")
+    parser.add_argument("--class-counts", default=WORKSPACE.split_class_counts,
                         help="training images per class (CSV, a DVC plot)")
     args = parser.parse_args(argv)
 

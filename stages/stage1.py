@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from stages.cli import add_params, methods_epilog, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp stage1", __doc__, methods_epilog("stage1"))
     add_params(parser)
-    parser.add_argument("--split", default="data/split", help="the split stage's folder")
-    parser.add_argument("--out", default="runs/stage1", help="folder for the trained model and job.json")
-    parser.add_argument("--metrics", default="metrics/stage1.json", help="the best epoch's validation metrics")
-    parser.add_argument("--history", default="metrics/stage1_history.tsv", help="one row per epoch (a DVC plot)")
-    parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
+    parser.add_argument("--split", default=WORKSPACE.split, help="the split stage's folder")
+    parser.add_argument("--out", default=WORKSPACE.stage1, help="folder for the trained model and job.json")
+    parser.add_argument("--metrics", default=WORKSPACE.stage1_metrics, help="the best epoch's validation metrics")
+    parser.add_argument("--history", default=WORKSPACE.stage1_history, help="one row per epoch (a DVC plot)")
+    parser.add_argument("--tuned", default=WORKSPACE.tuned, help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:

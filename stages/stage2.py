@@ -5,17 +5,18 @@ from pathlib import Path
 
 from stages.cli import add_params, methods_epilog, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp stage2", __doc__, methods_epilog("stage2"))
     add_params(parser)
-    parser.add_argument("--split", default="data/split", help="the split stage's folder")
-    parser.add_argument("--stage1", default="runs/stage1", help="the stage-1 run to re-balance")
-    parser.add_argument("--out", default="runs/stage2", help="folder for the trained model and job.json")
-    parser.add_argument("--metrics", default="metrics/stage2.json", help="the best epoch's validation metrics")
-    parser.add_argument("--history", default="metrics/stage2_history.tsv", help="one row per epoch (a DVC plot)")
-    parser.add_argument("--tuned", default="runs/tune/best_params.yaml", help="the tune stage's best values")
+    parser.add_argument("--split", default=WORKSPACE.split, help="the split stage's folder")
+    parser.add_argument("--stage1", default=WORKSPACE.stage1, help="the stage-1 run to re-balance")
+    parser.add_argument("--out", default=WORKSPACE.stage2, help="folder for the trained model and job.json")
+    parser.add_argument("--metrics", default=WORKSPACE.stage2_metrics, help="the best epoch's validation metrics")
+    parser.add_argument("--history", default=WORKSPACE.stage2_history, help="one row per epoch (a DVC plot)")
+    parser.add_argument("--tuned", default=WORKSPACE.tuned, help="the tune stage's best values")
     args = parser.parse_args(argv)
 
     def body() -> str:

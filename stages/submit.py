@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> str:
-        from pipeline.cluster.spec import stage_spec
         from pipeline.cluster.submit import ClusterUnreachable, JobFailed, Target, submit_stage
         from pipeline.config import ConfigError
+        from stages.dvcfile import stage_spec
 
         if not args.address:
             raise ConfigError("--address: give the dashboard address (http://HOST:8265) or set RAY_ADDRESS")

@@ -6,16 +6,17 @@ from pathlib import Path
 
 from stages.cli import add_params, stage_parser
 from stages.common import load_params, run_stage
+from stages.workspace import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("ltp tune", __doc__)
     add_params(parser)
-    parser.add_argument("--split", default="data/split", help="the split stage's folder")
-    parser.add_argument("--out", default="runs/tune", help="folder for trials.parquet, best_params.yaml, plots/")
-    parser.add_argument("--metrics", default="metrics/tune.json", help="the sweep's summary")
-    parser.add_argument("--history", default="metrics/tune_history.csv", help="objective per trial (CSV)")
-    parser.add_argument("--importances", default="metrics/tune_importances.csv", help="parameter importances (CSV)")
+    parser.add_argument("--split", default=WORKSPACE.split, help="the split stage's folder")
+    parser.add_argument("--out", default=WORKSPACE.tune, help="folder for trials.parquet, best_params.yaml, plots/")
+    parser.add_argument("--metrics", default=WORKSPACE.tune_summary, help="the sweep's summary")
+    parser.add_argument("--history", default=WORKSPACE.tune_history, help="objective per trial (CSV)")
+    parser.add_argument("--importances", default=WORKSPACE.tune_importances, help="parameter importances (CSV)")
     args = parser.parse_args(argv)
 
     def body() -> str:

@@ -109,7 +109,7 @@ def test_the_readme_one_machine_recipe_is_what_the_cluster_test_runs():
 
 
 def test_a_submitted_stage_carries_every_stage_output_it_reads():
-    from pipeline.cluster.spec import stage_spec
+    from stages.dvcfile import stage_spec
 
     # runs/tune/best_params.yaml lies inside the tune stage's output runs/tune: data, not code (and so
     # does runs/params/STAGE.json, the check stage's record of the values the stage reads)

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.reporting.records import directory_reader, load_run
 from pipeline.reporting.tables import leaderboard
+from stages.report_files import RUN_FILES
 
 from test_report import write_run
 
@@ -22,7 +23,7 @@ def run_with(root: Path, seed: int, accuracy: float, **stage1) -> dict:
 
 
 def runs(kept: Path) -> list:
-    return [load_run(directory_reader(path), path.name, "kept") for path in sorted(kept.iterdir())]
+    return [load_run(directory_reader(path), RUN_FILES, path.name, "kept") for path in sorted(kept.iterdir())]
 
 
 def test_two_runs_differing_only_in_lr_are_two_rows(tmp_path):

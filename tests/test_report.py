@@ -18,6 +18,7 @@ from pipeline.reporting.published import comparable
 from pipeline.reporting.records import RunLabel, directory_reader, keep_run, load_run
 from pipeline.reporting.sweep import load_sweep
 from pipeline.reporting.tables import leaderboard, mean_std
+from stages.report_files import RUN_FILES, SWEEP_FILES
 
 from browser import render_page
 
@@ -64,7 +65,7 @@ def kept(tmp_path):
     for name, method, seed, accuracy in (("ce-0", "ce", 0, 0.5), ("ce-1", "ce", 1, 0.7), ("la-0", "la", 0, 0.9)):
         work = tmp_path / "work" / name
         metrics[name] = write_run(work, method, seed, accuracy)
-        keep_run(work, tmp_path / "kept_runs", name)
+        keep_run(work, RUN_FILES, tmp_path / "kept_runs", name)
     return tmp_path, metrics
 
 
@@ -77,8 +78,8 @@ def test_mean_std_is_the_sample_std_and_ignores_nan():
 def test_kept_runs_keep_metrics_and_reliability_without_predictions(kept):
     root, metrics = kept
     assert not (root / "kept_runs/ce-0/runs/evaluation/predictions.parquet").exists()
-    record = load_run(directory_reader(root / "kept_runs/ce-0"), "ce-0", "kept")
-    original = load_run(directory_reader(root / "work/ce-0"), "w", "workspace")
+    record = load_run(directory_reader(root / "kept_runs/ce-0"), RUN_FILES, "ce-0", "kept")
+    original = load_run(directory_reader(root / "work/ce-0"), RUN_FILES, "w", "workspace")
     assert record.metrics == metrics["ce-0"] and record.digest == original.digest
     np.testing.assert_array_equal(record.reliability.count, original.reliability.count)
     assert record.reliability.ece == pytest.approx(metrics["ce-0"]["ece"])
@@ -88,7 +89,7 @@ def test_kept_runs_keep_metrics_and_reliability_without_predictions(kept):
 
 def test_leaderboard_averages_seeds_and_marks_the_best(kept):
     root, metrics = kept
-    records, skipped = gather_runs(root / "work/ce-0", root / "kept_runs", experiments=False)
+    records, skipped = gather_runs(root / "work/ce-0", RUN_FILES, root / "kept_runs", experiments=False)
     assert skipped == [] and sorted(r.name for r in records) == ["ce-0", "ce-1", "la-0"]  # the workspace is ce-0
     rows = {row.label.stage1: row for row in leaderboard(records)}
     assert rows["ce"].seeds == ("0", "1") and rows["la"].seeds == ("0",)
@@ -129,11 +130,11 @@ def write_sweep(root: Path, enabled: bool = True) -> None:
 
 
 def test_sweep_section_only_when_a_sweep_ran(tmp_path):
-    assert load_sweep(tmp_path) is None  # no files
+    assert load_sweep(tmp_path, SWEEP_FILES) is None  # no files
     write_sweep(tmp_path, enabled=False)
-    assert load_sweep(tmp_path) is None
+    assert load_sweep(tmp_path, SWEEP_FILES) is None
     write_sweep(tmp_path)
-    sweep = load_sweep(tmp_path)
+    sweep = load_sweep(tmp_path, SWEEP_FILES)
     assert [t["trial_id"] for t in sweep.trials] == ["t2", "t1", "t3"]
     assert sweep.importances == [("magnitude", 0.7), ("tau", 0.3)]
 
@@ -143,7 +144,8 @@ def test_html_renders_in_headless_chromium_with_no_network_request(kept, tmp_pat
     workspace = root / "work/la-0"
     write_sweep(workspace)
     cfg = ReportConfig(kept_runs=str(root / "kept_runs"), experiments=False)
-    summary = build_report(cfg, workspace, tmp_path / "reports", tmp_path / "rel.csv", tmp_path / "conf.csv")
+    summary = build_report(cfg, workspace, RUN_FILES, SWEEP_FILES, tmp_path / "reports", tmp_path / "rel.csv",
+                           tmp_path / "conf.csv")
     assert (summary.runs, summary.configurations, summary.best) == (3, 2, "la-0")
     markdown = (tmp_path / "reports/report.md").read_text()
     assert "## Sweep" in markdown and "| tau | 0.07 |" in markdown
@@ -192,7 +194,7 @@ def test_one_run_reads_in_the_singular_and_is_not_marked_best(kept):
     from pipeline.reporting.plots import method_name
 
     root, _ = kept
-    record = load_run(directory_reader(root / "kept_runs/la-0"), "la-0", "kept")
+    record = load_run(directory_reader(root / "kept_runs/la-0"), RUN_FILES, "la-0", "kept")
     (row,) = leaderboard([record])
     assert not any(cell.best for cell in row.cells.values())  # nothing to compare with
     assert method_name(row) == "la-0: la + none, 2+0 epochs"  # the run name of the tables, and the epochs

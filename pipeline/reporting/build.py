@@ -14,8 +14,8 @@ from pipeline.reporting.config import ReportConfig
 from pipeline.reporting.document import Block, Heading, Image, Paragraph, Table, to_html, to_markdown
 from pipeline.reporting.gather import gather_runs
 from pipeline.reporting.published import comparable
-from pipeline.reporting.records import PREDICTIONS, RunError, RunRecord, directory_reader, load_run
-from pipeline.reporting.sweep import Sweep, load_sweep
+from pipeline.reporting.records import RunError, RunFiles, RunRecord, directory_reader, load_run
+from pipeline.reporting.sweep import Sweep, SweepFiles, load_sweep
 from pipeline.reporting.tables import METRIC_COLUMNS, Cell, LeaderboardRow, best_run, format_cell, leaderboard
 
 TITLE = "Head / medium / tail report"
@@ -155,28 +155,29 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_rows(path, [dict(zip(header, row)) for row in rows], header)
 
 
-def write_dvc_plots(root: Path, reliability_path: Path, confusion_path: Path) -> None:
+def write_dvc_plots(root: Path, files: RunFiles, reliability_path: Path, confusion_path: Path) -> None:
     """The workspace run's reliability bins and (actual, predicted) class names, for `dvc plots show`."""
-    record = load_run(directory_reader(root), "workspace", "workspace")
+    record = load_run(directory_reader(root), files, "workspace", "workspace")
     bins = record.reliability
     _write_csv(reliability_path, ["bin", "confidence", "accuracy", "count"],
                [[i, *(None if np.isnan(v) else round(float(v), 6) for v in (bins.confidence[i], bins.accuracy[i])),
                  int(bins.count[i])] for i in range(len(bins.count))])
-    table = pq.read_table(root / PREDICTIONS, columns=["label", "predicted"]).to_pydict()
+    table = pq.read_table(root / files.predictions, columns=["label", "predicted"]).to_pydict()
     names = [c["name"] for c in record.per_class]
     _write_csv(confusion_path, ["actual", "predicted"],
                [[names[a], names[p]] for a, p in zip(table["label"], table["predicted"])])
 
 
-def build_report(cfg: ReportConfig, root: str | Path, out_dir: str | Path, reliability_path: str | Path,
-                 confusion_path: str | Path) -> ReportSummary:
-    """Gather every run under `root`, write out_dir/{report.md, report.html, leaderboard.csv, figures/}."""
+def build_report(cfg: ReportConfig, root: str | Path, run_files: RunFiles, sweep_files: SweepFiles,
+                 out_dir: str | Path, reliability_path: str | Path, confusion_path: str | Path) -> ReportSummary:
+    """Gather every run under `root` (each run's `run_files`) and the sweep's `sweep_files`, write
+    out_dir/{report.md, report.html, leaderboard.csv, figures/}."""
     root = Path(root)
-    records, skipped = gather_runs(root, root / cfg.kept_runs, cfg.experiments)  # absolute stays absolute
+    records, skipped = gather_runs(root, run_files, root / cfg.kept_runs, cfg.experiments)  # absolute stays absolute
     if not records:
         raise RunError("no evaluated run found: run `dvc repro` (or `ltp evaluate`) first"
                        + "".join(f"\n  {note}" for note in skipped))
-    blocks, rows = report_blocks(records, skipped, load_sweep(root), cfg)
+    blocks, rows = report_blocks(records, skipped, load_sweep(root, sweep_files), cfg)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
         for block in blocks:
@@ -190,8 +191,8 @@ def build_report(cfg: ReportConfig, root: str | Path, out_dir: str | Path, relia
                    [[*_label_cells(row), " ".join(row.seeds), " ".join(row.runs),
                      *(v for k, _, _ in METRIC_COLUMNS for v in (row.cells[k].mean, row.cells[k].std))]
                     for row in rows])
-    if (root / PREDICTIONS).is_file():
-        write_dvc_plots(root, Path(reliability_path), Path(confusion_path))
+    if (root / run_files.predictions).is_file():
+        write_dvc_plots(root, run_files, Path(reliability_path), Path(confusion_path))
     best = best_run(records)
     return ReportSummary(runs=len(records), configurations=len(rows), best=best.name,
                          best_balanced=float(best.metrics.get("balanced_accuracy") or math.nan), skipped=len(skipped))

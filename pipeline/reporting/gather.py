@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.reporting.records import RunError, RunRecord, directory_reader, load_run
+from pipeline.reporting.records import RunError, RunFiles, RunRecord, directory_reader, load_run
 
 SOURCE_PRIORITY = ("experiment", "kept", "commit", "workspace")  # which name a run found twice keeps
 
@@ -81,8 +81,10 @@ def distinct(records: list[RunRecord]) -> list[RunRecord]:
     return sorted(chosen.values(), key=lambda r: records.index(r))
 
 
-def gather_runs(root: str | Path, kept_dir: str | Path, experiments: bool = True) -> tuple[list[RunRecord], list[str]]:
-    """Every evaluated run found, and a note per source that was skipped (incomplete runs)."""
+def gather_runs(root: str | Path, files: RunFiles, kept_dir: str | Path,
+                experiments: bool = True) -> tuple[list[RunRecord], list[str]]:
+    """Every evaluated run found (each source's `files`), and a note per source that was skipped
+    (incomplete runs)."""
     root = Path(root)
     records: list[RunRecord] = []
     skipped: list[str] = []
@@ -95,7 +97,7 @@ def gather_runs(root: str | Path, kept_dir: str | Path, experiments: bool = True
         sources += [(exp.name, "experiment", experiment_reader(root, exp.ref)) for exp in experiment_refs(root)]
     for name, source, read in sources:
         try:
-            records.append(load_run(read, name, source))
+            records.append(load_run(read, files, name, source))
         except RunError as exc:
             skipped.append(str(exc))
     return distinct(records), skipped

@@ -1,12 +1,11 @@
 """One evaluated run, read from the pipeline's own files, wherever they live.
 
-A run is the set of files the pipeline leaves behind (paths relative to a repository root):
-params.yaml, metrics/test.json, metrics/split_stats.json, runs/stage2/job.json and
-runs/evaluation/{per_class.csv, confusion.csv, predictions.parquet}. The workspace, a DVC
-experiment (read at its git ref) and a kept run (a folder with the same layout, written by
-``keep_run``) are all read through one ``Reader``, so every source gives the same record.
-A kept run stores its reliability bins (``runs/evaluation/reliability.json``) instead of
-the predictions, which can be large.
+A run is the set of files the pipeline leaves behind: the params file, the test metrics, the split
+statistics, the stage-2 job record and evaluation's per-class table, confusion matrix and predictions,
+at the paths (relative to a repository root) that ``RunFiles`` names; the app hands them in. The
+workspace, a DVC experiment (read at its git ref) and a kept run (a folder with the same layout,
+written by ``keep_run``) are all read through one ``Reader``, so every source gives the same record.
+A kept run stores its reliability bins instead of the predictions, which can be large.
 """
 from __future__ import annotations
 
@@ -30,16 +29,29 @@ from pipeline.io import atomic_dir
 
 Reader = Callable[[str], "bytes | None"]  # relative path -> its bytes, None when the run lacks it
 
-PARAMS = "params.yaml"
-TEST_METRICS = "metrics/test.json"
-SPLIT_STATS = "metrics/split_stats.json"
-JOB = "runs/stage2/job.json"
-PER_CLASS = "runs/evaluation/per_class.csv"
-CONFUSION = "runs/evaluation/confusion.csv"
-PREDICTIONS = "runs/evaluation/predictions.parquet"
-RELIABILITY = "runs/evaluation/reliability.json"
-REQUIRED = (TEST_METRICS, SPLIT_STATS, JOB, PER_CLASS, CONFUSION)
-KEPT_FILES = (PARAMS, *REQUIRED)
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run's files lie, relative to its root (the workspace, an experiment's commit, a kept run's
+    folder): the app's layout, handed in."""
+
+    params: str  # the params file the run was made with: its data.dataset labels the run
+    test_metrics: str
+    split_stats: str
+    job: str  # the stage-2 run's job record
+    per_class: str
+    confusion: str
+    predictions: str
+    reliability: str  # a kept run's reliability bins, stored instead of its predictions
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return (self.test_metrics, self.split_stats, self.job, self.per_class, self.confusion)
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """What ``keep_run`` copies (it writes the reliability bins)."""
+        return (self.params, *self.required)
 
 
 class RunError(DataError):
@@ -169,26 +181,28 @@ def _per_class_rows(data: bytes) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-def load_run(read: Reader, name: str, source: str) -> RunRecord:
-    """Read one run through `read`; RunError names the run and the first missing file."""
-    files = {}
-    for path in REQUIRED:
+def load_run(read: Reader, files: RunFiles, name: str, source: str) -> RunRecord:
+    """Read one run's `files` through `read`; RunError names the run and the first missing file."""
+    content = {}
+    for path in files.required:
         data = read(path)
         if data is None:
             raise RunError(f"run {name!r} ({source}): {path} is missing")
-        files[path] = data
-    params = yaml.safe_load(read(PARAMS) or b"{}") or {}
-    split, job = json.loads(files[SPLIT_STATS]), json.loads(files[JOB])
-    predictions = read(PREDICTIONS)
+        content[path] = data
+    params = yaml.safe_load(read(files.params) or b"{}") or {}
+    split, job = json.loads(content[files.split_stats]), json.loads(content[files.job])
+    predictions = read(files.predictions)
     if predictions is not None:
         reliability = _bins_from_predictions(predictions)
     else:
-        stored = read(RELIABILITY)
+        stored = read(files.reliability)
         reliability = _bins_from_json(stored) if stored is not None else None
-    digest = hashlib.sha256(b"\0".join(files[p] for p in (TEST_METRICS, JOB, PER_CLASS))).hexdigest()
+    digested = (files.test_metrics, files.job, files.per_class)
+    digest = hashlib.sha256(b"\0".join(content[p] for p in digested)).hexdigest()
     return RunRecord(name=name, source=source, label=run_label(params, job, split),
-                     metrics=json.loads(files[TEST_METRICS]), per_class=_per_class_rows(files[PER_CLASS]),
-                     confusion=np.loadtxt(io.StringIO(files[CONFUSION].decode()), delimiter=",",
+                     metrics=json.loads(content[files.test_metrics]),
+                     per_class=_per_class_rows(content[files.per_class]),
+                     confusion=np.loadtxt(io.StringIO(content[files.confusion].decode()), delimiter=",",
                                           dtype=np.int64, ndmin=2),
                      reliability=reliability, split=split, digest=digest)
 
@@ -204,18 +218,19 @@ def directory_reader(root: str | Path) -> Reader:
     return read
 
 
-def keep_run(root: str | Path, kept_dir: str | Path, name: str) -> Path:
-    """Copy the workspace's evaluated run (its small files + reliability bins) to kept_dir/name."""
+def keep_run(root: str | Path, files: RunFiles, kept_dir: str | Path, name: str) -> Path:
+    """Copy the workspace's evaluated run (its small files + reliability bins) to kept_dir/name, in the
+    same layout."""
     if not name or "/" in name or name.startswith("."):
         raise RunError(f"kept run name {name!r}: use a plain folder name")
     root = Path(root)
-    record = load_run(directory_reader(root), name, "workspace")  # checks the run is complete
+    record = load_run(directory_reader(root), files, name, "workspace")  # checks the run is complete
     target = root / kept_dir / name  # an absolute kept_dir stays as it is
     with atomic_dir(target) as tmp:
-        for path in KEPT_FILES:
+        for path in files.kept:
             if (root / path).is_file():
                 (tmp / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(root / path, tmp / path)
         if record.reliability is not None:
-            (tmp / RELIABILITY).write_text(json.dumps(_bins_to_json(record.reliability), indent=1) + "\n")
+            (tmp / files.reliability).write_text(json.dumps(_bins_to_json(record.reliability), indent=1) + "\n")
     return target

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-TUNE_SUMMARY = "metrics/tune.json"
-TUNE_TRIALS = "runs/tune/trials.parquet"
-TUNE_IMPORTANCES = "metrics/tune_importances.csv"
-TUNE_HISTORY = "metrics/tune_history.csv"
+
+@dataclass(frozen=True)
+class SweepFiles:
+    """Where the tune stage's files lie, relative to the root: the app's layout, handed in."""
+
+    summary: str
+    trials: str
+    importances: str
+    history: str
 
 
 @dataclass(frozen=True)
@@ -30,19 +35,19 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def load_sweep(root: str | Path) -> Sweep | None:
-    """The sweep under `root`, or None when there is none (files absent, disabled, or no trials)."""
+def load_sweep(root: str | Path, files: SweepFiles) -> Sweep | None:
+    """The sweep's `files` under `root`, or None when there is none (files absent, disabled, or no trials)."""
     root = Path(root)
-    if not (root / TUNE_SUMMARY).is_file():
+    if not (root / files.summary).is_file():
         return None
-    summary = json.loads((root / TUNE_SUMMARY).read_text())
+    summary = json.loads((root / files.summary).read_text())
     if not summary.get("enabled") or not summary.get("num_trials"):
         return None
-    trials = pq.read_table(root / TUNE_TRIALS).to_pylist() if (root / TUNE_TRIALS).is_file() else []
+    trials = pq.read_table(root / files.trials).to_pylist() if (root / files.trials).is_file() else []
     objective = lambda t: -t["objective"] if t.get("objective") is not None and not math.isnan(t["objective"]) else math.inf  # noqa: E731
     trials.sort(key=lambda t: (t.get("status") != "completed", objective(t)))
-    importances = sorted(((r["parameter"], float(r["importance"])) for r in _csv(root / TUNE_IMPORTANCES)),
+    importances = sorted(((r["parameter"], float(r["importance"])) for r in _csv(root / files.importances)),
                          key=lambda item: -item[1])
     history = [{"trial": r["trial"], "objective": float(r["objective"]), "best_so_far": float(r["best_so_far"])}
-               for r in _csv(root / TUNE_HISTORY)]
+               for r in _csv(root / files.history)]
     return Sweep(summary=summary, trials=trials, importances=importances, history=history)
