@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
+from pipeline.longtail.metrics import confusion_matrix, long_tail_metrics, per_class_table
 from pipeline.reporting.build import ReportConfig, build_report
 from pipeline.reporting.gather import gather_runs
 from pipeline.reporting.published import comparable

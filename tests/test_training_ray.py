@@ -9,7 +9,7 @@ import torch
 
 from datagen import make_digits_split
 from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
-from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.longtail.metrics import long_tail_metrics
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
 from pipeline.training.launch import init_ray
 from pipeline.training.loop import TrainJob, assemble_method

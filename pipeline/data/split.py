@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, SplitConfig
 from pipeline.data.errors import DataError
-from pipeline.data.longtail import assign_groups, carve_validation, select_longtail, target_counts
+from pipeline.longtail.groups import GROUPS, assign_groups
+from pipeline.longtail.profiles import carve_validation, select_longtail, target_counts
 from pipeline.data.manifest import SPLIT_SCHEMA, ManifestWriter, manifest_errors, open_manifest
 from pipeline.data.shards import MemberReader, MemberRef, ShardSetWriter, index_shard
 from pipeline.io import atomic_dir, write_json, write_rows
@@ -182,7 +183,7 @@ def build_split(cfg: SplitConfig, prepared_dir: str | Path, out_dir: str | Path,
         "val_total": int(val_counts.sum()),
         "test_total": len(index.rows_of("test")),
         "thresholds": {"many_above": cfg.many_threshold, "few_below": cfg.few_threshold},
-        "group_sizes": {g: groups.count(g) for g in ("many", "medium", "few")},
+        "group_sizes": {g: groups.count(g) for g in GROUPS},
         "class_counts": {name: int(n) for name, n in zip(names, train_counts)},
         "class_groups": dict(zip(names, groups)),
     }

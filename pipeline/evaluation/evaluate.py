@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
+from pipeline.longtail.metrics import confusion_matrix, long_tail_metrics, per_class_table
 from pipeline.io import atomic_dir, write_json, write_rows
 from pipeline.training.config import RayConfig
 from pipeline.training.launch import _quiet, init_ray, storage_uri, torch_config

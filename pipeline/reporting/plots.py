@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.evaluation.metrics import GROUPS, ReliabilityBins  # noqa: E402
+from pipeline.longtail.groups import GROUPS  # noqa: E402
+from pipeline.longtail.metrics import ReliabilityBins  # noqa: E402
 from pipeline.reporting.records import RunRecord  # noqa: E402
 from pipeline.reporting.tables import LeaderboardRow  # noqa: E402
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.data.errors import DataError
-from pipeline.evaluation.metrics import ReliabilityBins, reliability_bins
+from pipeline.longtail.metrics import ReliabilityBins, reliability_bins
 from pipeline.io import atomic_dir
 
 Reader = Callable[[str], "bytes | None"]  # relative path -> its bytes, None when the run lacks it

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from pipeline.data.loader import steps_per_epoch
 from pipeline.distributed import backward_scale
-from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.longtail.metrics import long_tail_metrics
 from pipeline.samplers import SAMPLERS, ClassSampler, ProgressiveSampler
 from pipeline.training import checkpoint
 from pipeline.training.augment import normalize
