@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.data.contracts import SplitStats, parse_split_stats
 from pipeline.data.errors import DataError
 from pipeline.longtail.metrics import ReliabilityBins, reliability_bins
 from pipeline.io import atomic_dir
@@ -80,7 +81,7 @@ class RunRecord:
     per_class: tuple[dict, ...]
     confusion: np.ndarray = field(repr=False)
     reliability: ReliabilityBins | None = field(repr=False)
-    split: dict = field(repr=False)
+    split: SplitStats = field(repr=False)
     digest: str = ""  # of the evaluation's files: the same run found in two places is one run
 
 
@@ -108,25 +109,25 @@ def _json_value(value):
     return json.loads(json.dumps(value))  # tuples as lists, as job.json stores them
 
 
-def config_digest(params: dict, job: dict, split: dict) -> str:
+def config_digest(params: dict, job: dict, split: SplitStats) -> str:
     """SHA-256 (12 hex) of everything that resolves a run but its seeds: the dataset, the split's
     profile, both stages' full configs (tuned values included, as job.json records what trained)
     and the task (model, classes, thresholds)."""
     resolved = {"dataset": (params.get("data") or {}).get("dataset"),
-                "split": {k: v for k, v in split.items() if k != "seed"},
+                "split": {k: v for k, v in dataclasses.asdict(split).items() if k != "seed"},
                 "stage1": {k: v for k, v in job["stage1"].items() if k != "seed"},
                 "stage2": {k: v for k, v in job["config"].items() if k != "seed"},
                 "task": job["task"]}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_label(params: dict, job: dict, split: dict) -> RunLabel:
+def run_label(params: dict, job: dict, split: SplitStats) -> RunLabel:
     """The label from the run's params (dataset), its stage-2 job record (methods, seeds) and split stats."""
     stage1, stage2 = job["stage1"], job["config"]
     seeds = {stage1["seed"], stage2["seed"]}
     return RunLabel(
         dataset=str((params.get("data") or {}).get("dataset", "unknown")),
-        profile=str(split.get("profile", "")), rho=float(split.get("imbalance_ratio", float("nan"))),
+        profile=split.profile, rho=split.imbalance_ratio,
         stage1=stage1["method"], stage2=stage2["method"],
         seed=str(stage1["seed"]) if len(seeds) == 1 else f"{stage1['seed']}/{stage2['seed']}",
         backbone=job["task"]["model"]["backbone"],
@@ -178,7 +179,7 @@ def load_run(read: Reader, name: str, source: str) -> RunRecord:
             raise RunError(f"run {name!r} ({source}): {path} is missing")
         files[path] = data
     params = yaml.safe_load(read(PARAMS) or b"{}") or {}
-    split, job = json.loads(files[SPLIT_STATS]), json.loads(files[JOB])
+    split, job = parse_split_stats(files[SPLIT_STATS], SPLIT_STATS), json.loads(files[JOB])
     predictions = read(PREDICTIONS)
     if predictions is not None:
         reliability = _bins_from_predictions(predictions)
