@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
+        from pipeline.data.contracts import read_split
         from pipeline.training.config import ModelConfig, RayConfig, StageConfig
-        from pipeline.training.run import load_task
+        from pipeline.training.job import task_of
         from pipeline.tuning.config import TuneConfig
         from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
 
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         model = parse_section(ModelConfig, params, "model")
         stages = {s: parse_section(StageConfig, params, s).validate(s) for s in ("stage1", "stage2")}
         ray_cfg = parse_section(RayConfig, params, "ray")
-        task, shards, num_train = load_task(args.split, model)
-        return tune_stage(cfg, stages, task, shards, num_train, ray_cfg, paths)
+        split = read_split(args.split)
+        return tune_stage(cfg, stages, task_of(split.stats, model), split, ray_cfg, paths)
 
     try:
         return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])
