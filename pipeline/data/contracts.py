@@ -1,65 +1,18 @@
-"""What the data stages hand the stages after them, typed, each with one writer and one reader:
-the split statistics (split -> training, tuning, the report) and the verified shard lists per role
-(split -> training and tuning; prepare -> evaluate)."""
+"""What the data stages hand the stages after them, read in one place: the split (its statistics and
+its verified shard lists per role) for training and tuning, the prepared test shards for evaluation.
+Their writers: pipeline.data.split (the split stage) and pipeline.data.prepare."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import ConfigError, from_mapping
 from pipeline.data.errors import DataError
 from pipeline.data.manifest import MANIFEST_FILE, read_manifest
+from pipeline.data.split_stats import STATS_FILE, SplitStats, parse_split_stats
 from pipeline.data.verify import verify_shards
-from pipeline.io import write_json
 from pipeline.storage import absolute, exists, join, open_binary
 
-STATS_FILE = "stats.json"  # in the split directory, beside its manifest
 _VERIFIED_COLUMNS = ["key", "label", "shard", "size", "sha256"]
-
-
-@dataclass(frozen=True)
-class GroupThresholds:
-    many_above: int  # many: more training images than this
-    few_below: int  # few: fewer training images than this
-
-
-@dataclass(frozen=True)
-class SplitStats:
-    """The split's statistics (a DVC metrics file too); class dicts are in label order."""
-
-    profile: str
-    imbalance_ratio: float  # as realised: largest / smallest training class
-    requested_imbalance_ratio: float
-    n_max: int
-    seed: int
-    num_classes: int
-    train_total: int
-    val_total: int
-    test_total: int
-    thresholds: GroupThresholds
-    group_sizes: dict[str, int]  # group -> number of classes
-    class_counts: dict[str, int]  # class name -> training images
-    class_groups: dict[str, str]  # class name -> group
-
-    def line(self) -> str:
-        g = self.group_sizes
-        return (f"split {self.profile} rho={self.imbalance_ratio:g}: train {self.train_total:,} / "
-                f"val {self.val_total:,} / test {self.test_total:,}; classes many/medium/few "
-                f"{g['many']}/{g['medium']}/{g['few']}")
-
-
-def write_split_stats(path: str | Path, stats: SplitStats) -> None:
-    write_json(path, dataclasses.asdict(stats))
-
-
-def parse_split_stats(data: bytes | str, name: str | Path) -> SplitStats:
-    """The statistics from the JSON text of file `name`; a malformed file raises DataError naming it."""
-    try:
-        return from_mapping(SplitStats, json.loads(data), "split stats")
-    except (ValueError, ConfigError) as exc:
-        raise DataError(f"{name}: {exc}; rerun the split stage") from exc
 
 
 @dataclass(frozen=True)

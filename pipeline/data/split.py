@@ -13,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, SplitConfig
-from pipeline.data.contracts import STATS_FILE, GroupThresholds, SplitStats, write_split_stats
 from pipeline.data.errors import DataError
 from pipeline.data.manifest import MANIFEST_FILE, SPLIT_SCHEMA, ManifestWriter, manifest_errors, open_manifest
 from pipeline.data.shards import MemberReader, MemberRef, ShardSetWriter, index_shard
+from pipeline.data.split_stats import STATS_FILE, GroupThresholds, SplitStats, write_split_stats
 from pipeline.io import atomic_dir, write_rows
 from pipeline.longtail.groups import GROUPS, assign_groups
 from pipeline.longtail.profiles import carve_validation, select_longtail, target_counts

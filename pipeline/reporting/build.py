@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.config import require
-from pipeline.data.contracts import SplitStats
+from pipeline.data.split_stats import SplitStats
 from pipeline.io import atomic_dir, write_rows
 from pipeline.reporting import plots
 from pipeline.reporting.document import Block, Heading, Image, Paragraph, Table, to_html, to_markdown

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.data.contracts import SplitStats  # noqa: E402
+from pipeline.data.split_stats import SplitStats  # noqa: E402
 from pipeline.longtail.groups import GROUPS  # noqa: E402
 from pipeline.longtail.metrics import ReliabilityBins  # noqa: E402
 from pipeline.reporting.records import RunRecord  # noqa: E402

@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline.data.contracts import SplitStats, parse_split_stats
 from pipeline.data.errors import DataError
-from pipeline.longtail.metrics import ReliabilityBins, reliability_bins
+from pipeline.data.split_stats import SplitStats, parse_split_stats
 from pipeline.io import atomic_dir
+from pipeline.longtail.metrics import ReliabilityBins, reliability_bins
 
 Reader = Callable[[str], "bytes | None"]  # relative path -> its bytes, None when the run lacks it
 

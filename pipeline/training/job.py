@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from pipeline.config import from_mapping
-from pipeline.data.contracts import SplitOutput, SplitStats
+from pipeline.data.contracts import SplitOutput
+from pipeline.data.split_stats import SplitStats
 from pipeline.data.errors import DataError
 from pipeline.io import write_json
 from pipeline.training.config import ModelConfig, RayConfig, StageConfig
