@@ -40,11 +40,13 @@ from torchvision import transforms
 
 from benchmarks.common import NO_GPU, cifar_train_arrays, parser, peak_rss_mb, prepared_cifar, report, run_child
 from pipeline.data.loader import steps_per_epoch
+from pipeline.data.manifest import MANIFEST_FILE
 from pipeline.samplers import SAMPLERS
 from pipeline.training.augment import normalize
 from pipeline.training.config import ModelConfig, StageConfig
 from pipeline.training.data import open_training_data
-from pipeline.training.loop import TrainJob, fit, make_optimizer
+from pipeline.training.job import TrainJob
+from pipeline.training.loop import fit, make_optimizer
 from pipeline.training.methods import Task, build_stage1
 
 MODEL = ModelConfig(backbone="resnet32", channels=3, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -53,7 +55,7 @@ LOOPS = ("ours", "reference", "reference_amp")
 
 
 def _task(prepared: Path) -> Task:
-    labels = pq.read_table(prepared / "manifest.parquet", columns=["label", "split"]).to_pydict()
+    labels = pq.read_table(prepared / MANIFEST_FILE, columns=["label", "split"]).to_pydict()
     counts = np.bincount([l for l, s in zip(labels["label"], labels["split"]) if s == "train"], minlength=100)
     return Task(tuple(int(c) for c in counts), tuple(f"class_{c:03d}" for c in range(100)), 100, 20, MODEL)
 
