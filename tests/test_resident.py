@@ -100,7 +100,7 @@ def _decodes_per_epoch(digits: Path, monkeypatch, budget) -> tuple[list[int], in
     monkeypatch.setattr(loader, "decode_image", lambda *a, **k: calls.append(1) or decode(*a, **k))
     counts = []
     fit(job, rank=0, world=1, device=CPU, resume=None, report=lambda metrics, _: counts.append(len(calls)))
-    return counts, num_train, 100  # 10 validation images per class
+    return counts, job.num_train, 100  # 10 validation images per class
 
 
 def test_no_image_is_decoded_after_the_first_epoch(digits, monkeypatch, capsys):
