@@ -18,6 +18,7 @@ images per run, for the test. --under-load marks the figures as measured on a sh
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -32,15 +33,18 @@ import yaml
 from benchmarks.common import parser, report, write_idx_raw
 from pipeline.config import parse_section
 from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
+from pipeline.data.contracts import SplitOutput, read_split
 from pipeline.data.fetch import fetch
 from pipeline.data.prepare import prepare
 from pipeline.data.split import build_split
-from pipeline.evaluation.metrics import long_tail_metrics
 from pipeline.io import write_json
-from pipeline.training.config import ModelConfig, Stage1Config, Stage2Config, StageConfig
-from pipeline.training.loop import BEST_FILE, TrainJob, assemble_method, fit, gathered_predictions
+from pipeline.longtail.metrics import long_tail_metrics
+from pipeline.training.checkpoint import BEST_FILE
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config, Stage2Config, StageConfig
+from pipeline.training.job import TrainJob, assemble_method, task_of, train_job
+from pipeline.training.loop import fit
 from pipeline.training.methods import STAGE1, Task
-from pipeline.training.run import load_task
+from pipeline.training.predict import gathered_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_METHODS = ("clip", "zeroshot_clip")
@@ -75,11 +79,11 @@ def test_metrics(job: TrainJob, weights: Path, test_shards: tuple[str, ...]) -> 
                              task.many_threshold, task.few_threshold)
 
 
-def train(stage: str, config: StageConfig, task: Task, shards: dict, images: int, out: Path,
+def train(stage: str, config: StageConfig, task: Task, split: SplitOutput, images: int, out: Path,
           stage1: StageConfig | None = None, stage1_weights: str | None = None) -> TrainJob:
     """fit() with a budget of `images` training images an epoch; the best epoch's weights land in out/BEST_FILE."""
-    job = TrainJob(stage, config, task, shards["train"], shards["val"], images, stage1=stage1,
-                   stage1_weights=stage1_weights)
+    job = dataclasses.replace(train_job(stage, config, task, split, RayConfig(), stage1=stage1,
+                                        stage1_weights=stage1_weights), num_train=images)
 
     def keep(metrics: dict, directory: Path | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         split_dir, test_shards = make_split(work, params, args.small)
         model = parse_section(ModelConfig, params, "model")
-        task, shards, num_train = load_task(split_dir, model)
+        split = read_split(split_dir)
+        task = task_of(split.stats, model)
+        num_train = split.stats.train_total
         images = min(args.images or num_train, num_train)
         if args.small:
             images = min(images, 32)
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "warmup_epochs": min(base1.warmup_epochs, epochs), "seed": seed,
                                          "batch_size": batch})
                 out = work / "runs" / f"{name}-{seed}"
-                job = train("stage1", config, task, shards, images, out)
+                job = train("stage1", config, task, split, images, out)
                 result = test_metrics(job, out / BEST_FILE, test_shards)
                 stage1_runs.setdefault(name, []).append({**result, "seed": seed,
                                                          "seconds": round(time.perf_counter() - tic, 1)})
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     config2 = Stage2Config(**{**base2.__dict__, "method": second, "epochs": stage2_epochs,
                                               "seed": seed, "batch_size": batch})
                     out2 = work / "runs" / f"{name}-{second}-{seed}"
-                    job2 = train("stage2", config2, task, shards, images, out2, stage1=config,
+                    job2 = train("stage2", config2, task, split, images, out2, stage1=config,
                                  stage1_weights=str(out / BEST_FILE))
                     result2 = test_metrics(job2, out2 / BEST_FILE, test_shards)
                     stage2_runs.setdefault(f"{name} + {second}", []).append(

@@ -40,11 +40,13 @@ from torchvision import transforms
 
 from benchmarks.common import NO_GPU, cifar_train_arrays, parser, peak_rss_mb, prepared_cifar, report, run_child
 from pipeline.data.loader import steps_per_epoch
+from pipeline.data.manifest import MANIFEST_FILE
 from pipeline.samplers import SAMPLERS
 from pipeline.training.augment import normalize
 from pipeline.training.config import ModelConfig, Stage1Config
 from pipeline.training.data import open_training_data
-from pipeline.training.loop import TrainJob, fit, make_optimizer
+from pipeline.training.job import TrainJob
+from pipeline.training.loop import fit, make_optimizer
 from pipeline.training.methods import Task
 from pipeline.training.registry import build_stage1
 
@@ -54,7 +56,7 @@ LOOPS = ("ours", "reference", "reference_amp")
 
 
 def _task(prepared: Path) -> Task:
-    labels = pq.read_table(prepared / "manifest.parquet", columns=["label", "split"]).to_pydict()
+    labels = pq.read_table(prepared / MANIFEST_FILE, columns=["label", "split"]).to_pydict()
     counts = np.bincount([l for l, s in zip(labels["label"], labels["split"]) if s == "train"], minlength=100)
     return Task(tuple(int(c) for c in counts), tuple(f"class_{c:03d}" for c in range(100)), 100, 20, MODEL)
 

@@ -1,4 +1,5 @@
-"""Gathering a batch across torch.distributed ranks for losses that compare samples.
+"""Gathering across torch.distributed ranks: a batch for losses that compare samples, and any
+picklable object (predictions, counts).
 
 Why: a contrastive loss (BCL, JRCL, CLIP InfoNCE) contrasts every sample with
 every other sample of the *global* batch, so each rank needs the other ranks'
@@ -26,6 +27,8 @@ here is the identity and ``backward_scale`` returns 1.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -36,6 +39,15 @@ def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` (pickled), in rank order; [obj] without a process group."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _all_gather(tensor: Tensor) -> list[Tensor]:

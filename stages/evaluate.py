@@ -19,17 +19,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
-        from pipeline.data.manifest import read_manifest
-        from pipeline.data.verify import verify_shards
-        from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
+        from pipeline.data.contracts import read_test_shards
+        from pipeline.evaluation.evaluate import predict_on_ray, write_evaluation
+        from pipeline.evaluation.worker import EvalJob
         from pipeline.training.config import RayConfig
 
         ray_cfg = parse_section(RayConfig, load_params(args.params), "ray")
-        prepared = Path(args.prepared).resolve()
-        manifest = read_manifest(prepared / "manifest.parquet", ["key", "label", "split", "shard", "size", "sha256"])
-        test = [row for row in manifest if row["split"] == "test"]
-        verify_shards(test, str(prepared), "test shards")  # before any Ray worker reads them
-        shards = tuple(sorted({str(prepared / r["shard"]) for r in test}))
+        shards = read_test_shards(args.prepared)  # verified before any Ray worker reads them
         job = EvalJob(str(Path(args.run).resolve()), shards, loader_workers=ray_cfg.loader_workers)
         m = write_evaluation(predict_on_ray(job, ray_cfg), args.run, args.out, args.metrics)
         return (f"evaluate: {m['num_samples']:,} test images, top-1 {m['top1']:.4f}, balanced "

@@ -18,17 +18,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
+        from pipeline.data.contracts import read_split
         from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
-        from pipeline.training.loop import TrainJob, assemble_method
-        from pipeline.training.run import load_task, train_stage
+        from pipeline.training.job import assemble_method, task_of, train_job
+        from pipeline.training.run import train_stage
         from stages.tuned import with_tuned
 
         params = load_params(args.params)
         model = parse_section(ModelConfig, params, "model")
         stage = parse_section(Stage1Config, with_tuned(params, "stage1", args.tuned), "stage1")
         ray_cfg = parse_section(RayConfig, params, "ray")
-        task, shards, num_train = load_task(args.split, model)
-        job = TrainJob("stage1", stage, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)
+        split = read_split(args.split)
+        task = task_of(split.stats, model)
+        job = train_job("stage1", stage, task, split, ray_cfg)
         assemble_method("stage1", stage, task)  # bad method params fail here, before Ray starts
         return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
 

@@ -21,20 +21,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
+        from pipeline.data.contracts import read_split
         from pipeline.training.config import RayConfig, Stage2Config
-        from pipeline.training.loop import TrainJob, assemble_method
-        from pipeline.training.run import WEIGHTS_FILE, load_job, load_task, train_stage
+        from pipeline.training.job import WEIGHTS_FILE, assemble_method, load_job, train_job
+        from pipeline.training.run import train_stage
         from stages.tuned import with_tuned
 
         params = load_params(args.params)
         stage = parse_section(Stage2Config, with_tuned(params, "stage2", args.tuned), "stage2")
         ray_cfg = parse_section(RayConfig, params, "ray")
-        _, stage1_cfg, task, _ = load_job(args.stage1)  # the stage-1 model exactly as it was trained
-        _, shards, num_train = load_task(args.split, task.model)
+        first = load_job(args.stage1)  # the stage-1 model exactly as it was trained
+        split = read_split(args.split)
         weights = str((Path(args.stage1) / WEIGHTS_FILE).resolve())
-        job = TrainJob("stage2", stage, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers,
-                       stage1=stage1_cfg, stage1_weights=weights)
-        assemble_method("stage2", stage, task, stage1_cfg, weights)  # bad params fail before Ray starts
+        job = train_job("stage2", stage, first.task, split, ray_cfg, stage1=first.config, stage1_weights=weights)
+        assemble_method("stage2", stage, first.task, first.config, weights)  # bad params fail before Ray starts
         return train_stage(job, ray_cfg, args.out, args.metrics, args.history)
 
     return run_stage(body, "stage2", [args.out, args.metrics, args.history])

@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> str:
         from pipeline.config import parse_section
+        from pipeline.data.contracts import read_split
         from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig
-        from pipeline.training.run import load_task
+        from pipeline.training.job import task_of
         from pipeline.tuning.config import TuneConfig
         from pipeline.tuning.run import TuneOutputs, no_sweep, tune_stage
 
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         model = parse_section(ModelConfig, params, "model")
         stages = {s: parse_section(cls, params, s) for s, cls in STAGE_CONFIGS.items()}
         ray_cfg = parse_section(RayConfig, params, "ray")
-        task, shards, num_train = load_task(args.split, model)
-        return tune_stage(cfg, stages, task, shards, num_train, ray_cfg, paths)
+        split = read_split(args.split)
+        return tune_stage(cfg, stages, task_of(split.stats, model), split, ray_cfg, paths)
 
     try:
         return run_stage(body, "tune", [args.out, args.metrics, args.history, args.importances])

@@ -11,11 +11,12 @@ import torch.distributed as dist
 
 from datagen import make_digits_split
 from tools import spawn_ranks
+from pipeline.data.contracts import read_split
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, CheckpointError
-from pipeline.training.config import ModelConfig, Stage1Config
-from pipeline.training.loop import TrainJob, fit
-from pipeline.training.run import load_task
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
+from pipeline.training.job import TrainJob, task_of, train_job
+from pipeline.training.loop import fit
 
 GREY = ModelConfig(backbone="resnet_small", channels=1, image_size=8, mean=(0.5,), std=(0.5,))  # digits: 8x8
 WORLD = 2
@@ -55,11 +56,12 @@ class Killed(Exception):
 
 
 def _job(split: Path) -> TrainJob:
-    task, shards, num_train = load_task(split, GREY)
+    split_data = read_split(split)
+    task = task_of(split_data.stats, GREY)
     # A sampler, augmentation and two ranks: every random stream the loop has is in play.
     config = Stage1Config(method="ce", epochs=EPOCHS, batch_size=32, lr=0.05, sampler="square_root",
                           warmup_epochs=1)
-    return TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
+    return train_job("stage1", config, task, split_data, RayConfig())
 
 
 def _rank(rank: int, port: int, split: str, out: str, kill_after: int, resume_from: str) -> None:

@@ -2,9 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.data.longtail import (
-    assign_groups, carve_validation, exp_profile, select_longtail, step_profile, target_counts,
-)
+from pipeline.longtail.groups import assign_groups
+from pipeline.longtail.profiles import carve_validation, exp_profile, select_longtail, step_profile, target_counts
 
 
 @pytest.mark.parametrize("num_classes,n_max,rho,total", [

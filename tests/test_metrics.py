@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
-from pipeline.evaluation.metrics import (
+from pipeline.longtail.metrics import (
     confusion_matrix, expected_calibration_error, group_of, long_tail_metrics, per_class_table,
     reliability_bins,
 )

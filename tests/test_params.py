@@ -9,7 +9,7 @@ from pipeline.config import ConfigError, parse_section
 from pipeline.data.config import DataConfig, PrepareConfig, SplitConfig
 from pipeline.reporting.config import ReportConfig
 from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig, Stage1Config
-from pipeline.training.loop import assemble_method
+from pipeline.training.job import assemble_method
 from pipeline.training.methods import Task
 from pipeline.tuning.config import TuneConfig
 from pipeline.tuning.space import resolve_space

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.longtail.metrics import long_tail_metrics
 
 from tools import command_env, committed_checkpoint, run_command
 

@@ -10,10 +10,11 @@ import psutil
 import pytest
 
 from datagen import make_digits_split
+from pipeline.data.contracts import read_split
 from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
-from pipeline.training.launch import init_ray, run_training
-from pipeline.training.loop import TrainJob
-from pipeline.training.run import load_task
+from pipeline.training.launch import init_ray, run_on_ray
+from pipeline.training.job import task_of, train_job
+from pipeline.training.worker import train_worker
 
 pytestmark = pytest.mark.ray
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
@@ -62,11 +63,12 @@ def ray_session(tmp_path_factory):
 
 def test_every_listener_of_a_training_session_is_on_loopback(ray_session, tmp_path):
     split = make_digits_split(tmp_path / "digits")
-    task, shards, num_train = load_task(split, ModelConfig(image_size=8))
+    split_data = read_split(split)
+    task = task_of(split_data.stats, ModelConfig(image_size=8))
     config = Stage1Config(method="ce", epochs=2, batch_size=64, lr=0.05)
-    job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
+    job = train_job("stage1", config, task, split_data, RayConfig())
     record = tmp_path / "listeners.json"
-    result = run_training(job, ray_session, "loopback-probe", [listener_log(record, os.getpid())])
+    result = run_on_ray(train_worker, job, ray_session, "loopback-probe", [listener_log(record, os.getpid())])
     assert result.error is None
     listeners = json.loads(record.read_text())
     processes = " ".join(row["process"] for row in listeners)

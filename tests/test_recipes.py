@@ -20,9 +20,11 @@ import yaml
 
 from datagen import make_cifar_archive, make_idx_dataset, make_split_lists
 from pipeline.config import parse_section
-from pipeline.training.config import ModelConfig, Stage1Config, Stage2Config, StageConfig
-from pipeline.training.loop import BEST_FILE, TrainJob, fit
-from pipeline.training.run import load_task
+from pipeline.data.contracts import read_split
+from pipeline.training.checkpoint import BEST_FILE
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config, Stage2Config, StageConfig
+from pipeline.training.job import task_of, train_job
+from pipeline.training.loop import fit
 from stages.__main__ import main as ltp
 
 import torch
@@ -92,10 +94,11 @@ def run_data_stages(params_file: Path, work: Path) -> Path:
 def train_once(stage: str, cfg: StageConfig, split_dir: Path, model: ModelConfig, out: Path,
                stage1: StageConfig | None = None) -> list[dict]:
     """One epoch of `stage` with one step of BATCH images; keeps the checkpoint in `out`."""
-    task, shards, _ = load_task(split_dir, model)
+    split_data = read_split(split_dir)
+    task = task_of(split_data.stats, model)
     cfg = dataclasses.replace(cfg, batch_size=BATCH)
     extra = {"stage1": stage1, "stage1_weights": str(out.parent / "stage1" / BEST_FILE)} if stage == "stage2" else {}
-    job = TrainJob(stage, cfg, task, shards["train"], shards["val"], BATCH, **extra)
+    job = dataclasses.replace(train_job(stage, cfg, task, split_data, RayConfig(), **extra), num_train=BATCH)
     reports = []
 
     def report(metrics, directory):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.evaluation.metrics import confusion_matrix, long_tail_metrics, per_class_table
+from pipeline.longtail.metrics import confusion_matrix, long_tail_metrics, per_class_table
 from pipeline.reporting.build import build_report
 from pipeline.reporting.config import ReportConfig
 from pipeline.reporting.gather import gather_runs
@@ -40,8 +40,10 @@ def write_run(root: Path, stage1: str, seed: int, accuracy: float, dataset: str 
     job = {"stage": "stage2", "config": {"method": "none", "params": {}, "epochs": 0, "seed": seed},
            "stage1": config, "task": {"class_counts": COUNTS, "class_names": NAMES, "many_threshold": 40,
                                       "few_threshold": 10, "model": {"backbone": "resnet_small"}}}
-    split = {"profile": "exp", "imbalance_ratio": 10.0, "seed": 0, "train_total": sum(COUNTS),
-             "thresholds": {"many_above": 40, "few_below": 10}, "class_counts": dict(zip(NAMES, COUNTS)),
+    split = {"profile": "exp", "imbalance_ratio": 10.0, "requested_imbalance_ratio": 10.0, "n_max": max(COUNTS),
+             "seed": 0, "num_classes": len(COUNTS), "train_total": sum(COUNTS), "val_total": 0, "test_total": 100,
+             "thresholds": {"many_above": 40, "few_below": 10}, "group_sizes": {"many": 2, "medium": 2, "few": 1},
+             "class_counts": dict(zip(NAMES, COUNTS)),
              "class_groups": dict(zip(NAMES, ["many", "many", "medium", "medium", "few"]))}
     files = {"params.yaml": yaml.safe_dump({"data": {"dataset": dataset}}), "metrics/test.json": json.dumps(metrics),
              "metrics/split_stats.json": json.dumps(split), "runs/stage2/job.json": json.dumps(job)}

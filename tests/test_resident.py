@@ -9,12 +9,13 @@ import torch
 
 from datagen import make_digits_split, write_shards
 from pipeline.data import loader
+from pipeline.data.contracts import read_split
 from pipeline.data.loader import TrainStream, make_loader, steps_per_epoch
 from pipeline.data.resident import ResidentSet
 from pipeline.samplers import SAMPLERS, ProgressiveSampler
-from pipeline.training.config import ModelConfig, Stage1Config
-from pipeline.training.loop import TrainJob, fit
-from pipeline.training.run import load_task
+from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
+from pipeline.training.job import task_of, train_job
+from pipeline.training.loop import fit
 
 CPU = torch.device("cpu")
 COUNTS = np.array([60, 30, 10])
@@ -90,15 +91,16 @@ def digits(tmp_path_factory):
 
 
 def _decodes_per_epoch(digits: Path, monkeypatch, budget) -> tuple[list[int], int, int]:
-    task, shards, num_train = load_task(digits, GREY)
+    split_data = read_split(digits)
+    task = task_of(split_data.stats, GREY)
     config = Stage1Config(method="ce", epochs=3, batch_size=64, lr=0.05, resident_budget_mb=budget)
-    job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
+    job = train_job("stage1", config, task, split_data, RayConfig())
     calls = []
     decode = loader.decode_image
     monkeypatch.setattr(loader, "decode_image", lambda *a, **k: calls.append(1) or decode(*a, **k))
     counts = []
     fit(job, rank=0, world=1, device=CPU, resume=None, report=lambda metrics, _: counts.append(len(calls)))
-    return counts, num_train, 100  # 10 validation images per class
+    return counts, job.num_train, 100  # 10 validation images per class
 
 
 def test_no_image_is_decoded_after_the_first_epoch(digits, monkeypatch, capsys):

@@ -1,4 +1,5 @@
 """The split stage on real prepared shards: published CIFAR-LT counts, carve-out, shuffling, stats."""
+import dataclasses
 import csv
 import json
 from pathlib import Path
@@ -25,7 +26,7 @@ def prepared_dataset(root: Path, **data) -> Path:
 
 def split(prepared: Path, out: Path, **cfg):
     summary = build_split(SplitConfig(**cfg), prepared, out / "split", out / "stats.json", out / "counts.csv")
-    return summary.stats, pq.read_table(out / "split" / "manifest.parquet").to_pylist()
+    return dataclasses.asdict(summary.stats), pq.read_table(out / "split" / "manifest.parquet").to_pylist()
 
 
 @pytest.fixture(scope="module")

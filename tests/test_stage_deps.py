@@ -97,6 +97,6 @@ def test_code_deps_are_the_modules_the_stage_imports(stage):
 def test_the_import_walk_follows_lazy_and_package_imports():
     split = imported_files("split")
     assert {"stages/split.py", "stages/common.py", "pipeline/data/split.py", "pipeline/io.py",
-            "pipeline/config.py", "pipeline/data/longtail.py"} <= split
+            "pipeline/config.py", "pipeline/longtail/profiles.py"} <= split
     assert not any(f.startswith("pipeline/training/") for f in split)  # no torch code behind the data stages
     assert "pipeline/tuning/run.py" in imported_files("stage1")  # through stages/tuned.py, inside main()

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from datagen import make_digits_split
-from pipeline.training.config import STAGE_CONFIGS, ModelConfig
+from pipeline.data.contracts import read_split
+from pipeline.training.config import STAGE_CONFIGS, ModelConfig, RayConfig
 from pipeline.training import checkpoint
 from pipeline.training.checkpoint import BEST_FILE, STATE_FILE
-from pipeline.training.loop import TrainJob, assemble_method, fit, gathered_predictions, validation_metrics
+from pipeline.training.job import TrainJob, assemble_method, task_of, train_job
+from pipeline.training.loop import fit
+from pipeline.training.predict import gathered_predictions, validation_metrics
 from pipeline.training.methods import STAGE1
 from pipeline.training.rebalance import STAGE2
-from pipeline.training.run import load_task
 
 GREY = ModelConfig(backbone="resnet_small", channels=1, image_size=16, mean=(0.5,), std=(0.5,))
 RGB = ModelConfig(backbone="resnet_small", channels=3, image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -41,10 +43,11 @@ def run(job: TrainJob, out: Path, resume: dict | None = None) -> list[dict]:
 
 
 def job_for(split_dir: Path, stage: str, method: str, model: ModelConfig, epochs: int = 1, **extra) -> TrainJob:
-    task, shards, num_train = load_task(split_dir, model)
+    split_data = read_split(split_dir)
+    task = task_of(split_data.stats, model)
     params = {"kind": "tiny"} if method in CLIP_METHODS else {}
     config = STAGE_CONFIGS[stage](method=method, params=params, epochs=epochs, batch_size=32, lr=0.05)
-    return TrainJob(stage, config, task, shards["train"], shards["val"], num_train, **extra)
+    return train_job(stage, config, task, split_data, RayConfig(), **extra)
 
 
 def check_best_weights_reproduce_metrics(job: TrainJob, out: Path, reports: list[dict]) -> None:

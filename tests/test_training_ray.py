@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from datagen import make_digits_split
-from pipeline.evaluation.evaluate import EvalJob, predict_on_ray, write_evaluation
-from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.data.contracts import read_split
+from pipeline.evaluation.evaluate import predict_on_ray, write_evaluation
+from pipeline.evaluation.worker import EvalJob
+from pipeline.longtail.metrics import long_tail_metrics
 from pipeline.training.config import ModelConfig, RayConfig, Stage1Config
+from pipeline.training.job import WEIGHTS_FILE, assemble_method, task_of, train_job
 from pipeline.training.launch import init_ray
-from pipeline.training.loop import TrainJob, assemble_method
-from pipeline.training.run import WEIGHTS_FILE, load_task, train_stage
+from pipeline.training.run import train_stage
 
 pytestmark = pytest.mark.ray
 MODEL = ModelConfig(backbone="resnet_small", channels=1, image_size=16, mean=(0.5,), std=(0.5,))
@@ -38,9 +40,10 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(digits, ray_cfg, tmp_path_factory):
     _, split_dir = digits
-    task, shards, num_train = load_task(split_dir, MODEL)
+    split_data = read_split(split_dir)
+    task = task_of(split_data.stats, MODEL)
     config = Stage1Config(method="la", epochs=2, batch_size=32, lr=0.05)
-    job = TrainJob("stage1", config, task, shards["train"], shards["val"], num_train)
+    job = train_job("stage1", config, task, split_data, RayConfig())
     out = tmp_path_factory.mktemp("run")
     summary = train_stage(job, ray_cfg, out / "stage1", out / "metrics.json", out / "history.tsv")
     return job, out, summary

@@ -64,7 +64,7 @@ class SplitConfig:
     shard_max_samples: int = 1000
 
     def __post_init__(self) -> None:
-        from pipeline.data.longtail import PROFILES
+        from pipeline.longtail.profiles import PROFILES
 
         require(self.profile in PROFILES, "split.profile",
                 f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES.names())}")

@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 
 from pipeline.data.errors import DataError
 
+MANIFEST_FILE = "manifest.parquet"  # in the prepare and the split stage's output directories
+
 PREPARED_SCHEMA = pa.schema([
     ("key", pa.string()),
     ("label", pa.int32()),

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from pipeline.data.config import SPLITS, PrepareConfig
 from pipeline.data.decode import decode_image
 from pipeline.data.errors import DataError
-from pipeline.data.manifest import PREPARED_SCHEMA, ManifestWriter
+from pipeline.data.manifest import MANIFEST_FILE, PREPARED_SCHEMA, ManifestWriter
 from pipeline.data.shards import ShardSetWriter
 from pipeline.data.sources import SOURCES, RawSample
 from pipeline.io import atomic_dir, write_json
@@ -51,7 +51,7 @@ def _check_label(sample: RawSample, num_classes: int, split: str) -> None:
 
 
 def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path, channels: int = 1) -> PrepareSummary:
-    """Write `out_dir/{split}/shard-*.tar`, `manifest.parquet`, `classes.json`, `summary.json`.
+    """Write `out_dir/{split}/shard-*.tar`, the manifest, `classes.json`, `summary.json`.
 
     Every image is decoded as training will decode it (`channels`: params `model.channels`), so an
     image that training could not read is caught here (`cfg.on_corrupt`), never in a shard.
@@ -65,7 +65,7 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path, channe
     source = SOURCES.get(info["source"])(info, raw_dir)
     names = source.class_names
     counts, skipped, num_shards, total_bytes = {}, 0, 0, 0
-    with atomic_dir(out_dir) as tmp, ManifestWriter(tmp / "manifest.parquet", PREPARED_SCHEMA) as manifest:
+    with atomic_dir(out_dir) as tmp, ManifestWriter(tmp / MANIFEST_FILE, PREPARED_SCHEMA) as manifest:
         for split in (s for s in SPLITS if s in source.counts):
             writer = ShardSetWriter(tmp / split, cfg.shard_max_samples, cfg.shard_max_bytes)
             kept, present = 0, np.zeros(len(names), dtype=bool)

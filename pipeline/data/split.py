@@ -14,10 +14,12 @@ from tqdm import tqdm
 
 from pipeline.data.config import SPLITS, SplitConfig
 from pipeline.data.errors import DataError
-from pipeline.data.longtail import assign_groups, carve_validation, select_longtail, target_counts
-from pipeline.data.manifest import SPLIT_SCHEMA, ManifestWriter, manifest_errors, open_manifest
+from pipeline.data.manifest import MANIFEST_FILE, SPLIT_SCHEMA, ManifestWriter, manifest_errors, open_manifest
 from pipeline.data.shards import MemberReader, MemberRef, ShardSetWriter, index_shard
-from pipeline.io import atomic_dir, write_json, write_rows
+from pipeline.data.split_stats import STATS_FILE, GroupThresholds, SplitStats, write_split_stats
+from pipeline.io import atomic_dir, write_rows
+from pipeline.longtail.groups import GROUPS, assign_groups
+from pipeline.longtail.profiles import carve_validation, select_longtail, target_counts
 
 _INDEX_COLUMNS = ["key", "label", "split", "shard"]
 _VALUE_COLUMNS = ["key", "class_name", "shard", "ext", "sha256"]
@@ -28,15 +30,11 @@ _BATCH_ROWS = 16_384
 
 @dataclass(frozen=True)
 class SplitSummary:
-    stats: dict
+    stats: SplitStats
     seconds: float
 
     def line(self) -> str:
-        s = self.stats
-        g = s["group_sizes"]
-        return (f"split {s['profile']} rho={s['imbalance_ratio']:g}: train {s['train_total']:,} / "
-                f"val {s['val_total']:,} / test {s['test_total']:,}; classes many/medium/few "
-                f"{g['many']}/{g['medium']}/{g['few']} in {self.seconds:.1f} s")
+        return f"{self.stats.line()} in {self.seconds:.1f} s"
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def _batches(manifest: Path, columns: list[str]) -> Iterator[tuple[int, dict[str
 def _read_index(prepared: Path) -> _Index:
     """One streaming pass over the manifest; train and val images are located through their shards'
     tar headers, one shard at a time (the manifest lists each shard's rows together)."""
-    manifest = prepared / "manifest.parquet"
+    manifest = prepared / MANIFEST_FILE
     rows = open_manifest(manifest).metadata.num_rows
     index = _Index(np.empty(rows, np.int32), np.empty(rows, np.int8), np.full(rows, -1, np.int64),
                    np.full(rows, -1, np.int64))
@@ -112,7 +110,7 @@ def _copy_rows(prepared: Path, index: _Index, rows: np.ndarray, role: str, out: 
         with tqdm(total=len(rows), desc=f"split {role}", unit="img", mininterval=1.0) as progress:
             for begin in range(0, len(rows), _BATCH_ROWS):
                 chunk = rows[begin:begin + _BATCH_ROWS]
-                values = _gather(prepared / "manifest.parquet", chunk)
+                values = _gather(prepared / MANIFEST_FILE, chunk)
                 for row, key, name, shard, ext, sha in zip(chunk, values["key"], values["class_name"],
                                                             values["shard"], values["ext"], values["sha256"]):
                     data = reader.read(MemberRef(prepared / shard, ext, int(index.offsets[row]),
@@ -136,7 +134,7 @@ def build_split(cfg: SplitConfig, prepared_dir: str | Path, out_dir: str | Path,
     Streams: the stage holds a fixed-width index of the manifest (see _Index) and
     `_BATCH_ROWS` rows of its strings, never the images of more than one sample.
 
-    `out_dir` gets train/ and val/ shards and manifest.parquet; the statistics
+    `out_dir` gets train/ and val/ shards, the manifest and the statistics; the statistics
     (a DVC metrics file) and the per-class table (a DVC plot) go to their own
     paths, outside `out_dir`, since DVC outputs must not overlap.
     """
@@ -171,28 +169,28 @@ def build_split(cfg: SplitConfig, prepared_dir: str | Path, out_dir: str | Path,
     train_counts = np.bincount(labels[selected], minlength=num_classes)
     val_counts = np.bincount(labels[val_rows], minlength=num_classes)
     groups = assign_groups(train_counts, cfg.many_threshold, cfg.few_threshold)
-    stats = {
-        "profile": cfg.profile,
-        "imbalance_ratio": float(train_counts.max() / max(train_counts.min(), 1)),
-        "requested_imbalance_ratio": cfg.imbalance_ratio,
-        "n_max": int(train_counts.max()),
-        "seed": cfg.seed,
-        "num_classes": num_classes,
-        "train_total": int(train_counts.sum()),
-        "val_total": int(val_counts.sum()),
-        "test_total": len(index.rows_of("test")),
-        "thresholds": {"many_above": cfg.many_threshold, "few_below": cfg.few_threshold},
-        "group_sizes": {g: groups.count(g) for g in ("many", "medium", "few")},
-        "class_counts": {name: int(n) for name, n in zip(names, train_counts)},
-        "class_groups": dict(zip(names, groups)),
-    }
+    stats = SplitStats(
+        profile=cfg.profile,
+        imbalance_ratio=float(train_counts.max() / max(train_counts.min(), 1)),
+        requested_imbalance_ratio=cfg.imbalance_ratio,
+        n_max=int(train_counts.max()),
+        seed=cfg.seed,
+        num_classes=num_classes,
+        train_total=int(train_counts.sum()),
+        val_total=int(val_counts.sum()),
+        test_total=len(index.rows_of("test")),
+        thresholds=GroupThresholds(many_above=cfg.many_threshold, few_below=cfg.few_threshold),
+        group_sizes={g: groups.count(g) for g in GROUPS},
+        class_counts={name: int(n) for name, n in zip(names, train_counts)},
+        class_groups=dict(zip(names, groups)),
+    )
 
-    with atomic_dir(out_dir) as tmp, ManifestWriter(tmp / "manifest.parquet", SPLIT_SCHEMA) as manifest:
+    with atomic_dir(out_dir) as tmp, ManifestWriter(tmp / MANIFEST_FILE, SPLIT_SCHEMA) as manifest:
         _copy_rows(prepared, index, train_order, "train", tmp, cfg.shard_max_samples, manifest)
         if len(val_rows):
             _copy_rows(prepared, index, val_rows, "val", tmp, cfg.shard_max_samples, manifest)
-        write_json(tmp / "stats.json", stats)
-    write_json(stats_path, stats)
+        write_split_stats(tmp / STATS_FILE, stats)
+    write_split_stats(stats_path, stats)
     write_rows(class_counts_path, [
         {"class_index": c, "class_name": name, "train_count": int(train_counts[c]),
          "val_count": int(val_counts[c]), "group": groups[c]} for c, name in enumerate(names)],

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.config import require
+from pipeline.data.split_stats import SplitStats
 from pipeline.io import atomic_dir, write_rows
 from pipeline.reporting import plots
 from pipeline.reporting.config import ReportConfig
@@ -49,7 +51,7 @@ def _label_cells(row: LeaderboardRow) -> tuple[str, ...]:
             label.backbone, label.epochs)
 
 
-def leaderboard_table(rows: list[LeaderboardRow], split: dict) -> Table:
+def leaderboard_table(rows: list[LeaderboardRow], split: SplitStats) -> Table:
     headers = (*LABEL_HEADERS, "seeds", "runs", *(title for _, title, _ in METRIC_COLUMNS))
     first = len(headers) - len(METRIC_COLUMNS)
     cells, best = [], set()
@@ -58,10 +60,10 @@ def leaderboard_table(rows: list[LeaderboardRow], split: dict) -> Table:
         best |= {(i, first + j) for j, cell in enumerate(metric_cells) if cell.best}
         cells.append((*_label_cells(row), ", ".join(row.seeds), ", ".join(row.runs),
                       *(format_cell(c) for c in metric_cells)))
-    thresholds = split["thresholds"]
+    thresholds = split.thresholds
     caption = (f"Test split, %. Mean ± sample std (ddof=1) over seeds where a configuration has several; "
                f"bold: best mean per column (lowest for ECE). Groups from training counts: many > "
-               f"{thresholds['many_above']}, few < {thresholds['few_below']} images.")
+               f"{thresholds.many_above}, few < {thresholds.few_below} images.")
     return Table(headers, tuple(cells), frozenset(best), caption)
 
 
@@ -137,7 +139,7 @@ def report_blocks(records: list[RunRecord], skipped: list[str], sweep: Sweep | N
                Image("per_class_accuracy.png", plots.per_class_accuracy(rows, records), "per-class accuracy"),
                Heading("Many / medium / few"), Image("groups.png", plots.group_bars(rows), "group accuracy")]
     blocks.append(Heading("Training split"))
-    splits = {(r.label.dataset, r.label.rho, r.split.get("seed")): r.split for r in records}
+    splits = {(r.label.dataset, r.label.rho, r.split.seed): r.split for r in records}
     for i, split in enumerate(list(splits.values())[:4]):
         blocks.append(Image(f"split_{i}.png", plots.class_histogram(split), "class-count histogram"))
     blocks += [Heading(f"Confusion matrix: {best.name}"),

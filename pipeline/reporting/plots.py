@@ -10,7 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.evaluation.metrics import GROUPS, ReliabilityBins  # noqa: E402
+from pipeline.data.split_stats import SplitStats  # noqa: E402
+from pipeline.longtail.groups import GROUPS  # noqa: E402
+from pipeline.longtail.metrics import ReliabilityBins  # noqa: E402
 from pipeline.reporting.records import RunRecord  # noqa: E402
 from pipeline.reporting.tables import LeaderboardRow  # noqa: E402
 
@@ -71,26 +73,26 @@ def group_bars(rows: list[LeaderboardRow]) -> bytes:
     return _png(figure)
 
 
-def class_histogram(split: dict) -> bytes:
+def class_histogram(split: SplitStats) -> bytes:
     """The training split's class counts (largest first), coloured by group, with the group thresholds."""
-    names = list(split["class_counts"])
-    counts = [split["class_counts"][n] for n in names]
-    groups = [split["class_groups"][n] for n in names]
+    names = list(split.class_counts)
+    counts = [split.class_counts[n] for n in names]
+    groups = [split.class_groups[n] for n in names]
     order = np.argsort(counts)[::-1]
     figure, axis = plt.subplots(figsize=(7.5, 3.6))
     axis.bar(np.arange(len(order)), [counts[i] for i in order],
              color=[GROUP_COLOURS[groups[i]] for i in order], width=0.9)
-    thresholds = split["thresholds"]
-    axis.axhline(thresholds["many_above"], ls="--", color="k", lw=1, label=f"many: > {thresholds['many_above']}")
-    axis.axhline(thresholds["few_below"], ls=":", color="k", lw=1, label=f"few: < {thresholds['few_below']}")
+    thresholds = split.thresholds
+    axis.axhline(thresholds.many_above, ls="--", color="k", lw=1, label=f"many: > {thresholds.many_above}")
+    axis.axhline(thresholds.few_below, ls=":", color="k", lw=1, label=f"few: < {thresholds.few_below}")
     if len(order) <= 30:
         axis.set_xticks(np.arange(len(order)), [names[i] for i in order], rotation=30, ha="right", fontsize=7)
     else:
         axis.set_xlabel("classes, largest first")
     axis.set_yscale("log")
     axis.set(ylabel="training images (log)",
-             title=f"Training split: {split.get('profile')} profile, rho = {split.get('imbalance_ratio')}, "
-                   f"{split.get('train_total', sum(counts)):,} images")
+             title=f"Training split: {split.profile} profile, rho = {split.imbalance_ratio}, "
+                   f"{split.train_total:,} images")
     axis.legend(fontsize=8)
     return _png(figure)
 

@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.data.errors import DataError
-from pipeline.evaluation.metrics import ReliabilityBins, reliability_bins
+from pipeline.data.split_stats import SplitStats, parse_split_stats
 from pipeline.io import atomic_dir
+from pipeline.longtail.metrics import ReliabilityBins, reliability_bins
 
 Reader = Callable[[str], "bytes | None"]  # relative path -> its bytes, None when the run lacks it
 
@@ -92,7 +93,7 @@ class RunRecord:
     per_class: tuple[dict, ...]
     confusion: np.ndarray = field(repr=False)
     reliability: ReliabilityBins | None = field(repr=False)
-    split: dict = field(repr=False)
+    split: SplitStats = field(repr=False)
     digest: str = ""  # of the evaluation's files: the same run found in two places is one run
 
 
@@ -120,25 +121,25 @@ def _json_value(value):
     return json.loads(json.dumps(value))  # tuples as lists, as job.json stores them
 
 
-def config_digest(params: dict, job: dict, split: dict) -> str:
+def config_digest(params: dict, job: dict, split: SplitStats) -> str:
     """SHA-256 (12 hex) of everything that resolves a run but its seeds: the dataset, the split's
     profile, both stages' full configs (tuned values included, as job.json records what trained)
     and the task (model, classes, thresholds)."""
     resolved = {"dataset": (params.get("data") or {}).get("dataset"),
-                "split": {k: v for k, v in split.items() if k != "seed"},
+                "split": {k: v for k, v in dataclasses.asdict(split).items() if k != "seed"},
                 "stage1": {k: v for k, v in job["stage1"].items() if k != "seed"},
                 "stage2": {k: v for k, v in job["config"].items() if k != "seed"},
                 "task": job["task"]}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_label(params: dict, job: dict, split: dict) -> RunLabel:
+def run_label(params: dict, job: dict, split: SplitStats) -> RunLabel:
     """The label from the run's params (dataset), its stage-2 job record (methods, seeds) and split stats."""
     stage1, stage2 = job["stage1"], job["config"]
     seeds = {stage1["seed"], stage2["seed"]}
     return RunLabel(
         dataset=str((params.get("data") or {}).get("dataset", "unknown")),
-        profile=str(split.get("profile", "")), rho=float(split.get("imbalance_ratio", float("nan"))),
+        profile=split.profile, rho=split.imbalance_ratio,
         stage1=stage1["method"], stage2=stage2["method"],
         seed=str(stage1["seed"]) if len(seeds) == 1 else f"{stage1['seed']}/{stage2['seed']}",
         backbone=job["task"]["model"]["backbone"],
@@ -190,7 +191,7 @@ def load_run(read: Reader, files: RunFiles, name: str, source: str) -> RunRecord
             raise RunError(f"run {name!r} ({source}): {path} is missing")
         content[path] = data
     params = yaml.safe_load(read(files.params) or b"{}") or {}
-    split, job = json.loads(content[files.split_stats]), json.loads(content[files.job])
+    split, job = parse_split_stats(content[files.split_stats], files.split_stats), json.loads(content[files.job])
     predictions = read(files.predictions)
     if predictions is not None:
         reliability = _bins_from_predictions(predictions)

@@ -1,1 +1,2 @@
-"""Two-stage training: methods (model + loss), augmentation presets, the Ray Train loop and its launch."""
+"""Two-stage training: methods (model + loss), augmentation presets, the job, the per-worker loop (plain
+PyTorch), and the Ray launcher and worker entry point that run it."""

@@ -20,7 +20,7 @@ from pipeline.data.resident import Batch, ResidentSet, auto_budget_bytes, estima
 from pipeline.training.checkpoint import epoch_seed
 
 if TYPE_CHECKING:
-    from pipeline.training.loop import TrainJob
+    from pipeline.training.job import TrainJob
     from pipeline.training.methods import Task
 
 

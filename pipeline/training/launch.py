@@ -1,4 +1,5 @@
-"""Starting Ray (local or a cluster) and running a TrainJob in a Ray Train TorchTrainer."""
+"""The one place Ray starts: joining a cluster or starting a local Ray, and running a worker function
+on Ray Train workers (`run_on_ray`, used by training, evaluation and each sweep trial)."""
 from __future__ import annotations
 
 import csv
@@ -6,10 +7,10 @@ import math
 import os
 import socket
 from pathlib import Path
+from typing import Any, Callable
 
 from pipeline.io import write_rows
 from pipeline.training.config import RayConfig
-from pipeline.training.loop import TrainJob, train_worker
 from pipeline.training.loopback import in_local_session, leave_session_env, start_session_env
 
 
@@ -85,7 +86,7 @@ def epoch_log(path: str | Path):
     return EpochLog()
 
 
-def torch_config():
+def _torch_config():
     """Ray Train's TorchConfig for this process: in a local session (its driver, or a Tune trial
     inside it) the DDP rendezvous on 127.0.0.1 only; on a cluster Ray's own."""
     if not in_local_session():
@@ -100,24 +101,25 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
 
-def run_training(job: TrainJob, cfg: RayConfig, run_name: str, callbacks: list):
-    """Fit `job` with cfg.num_workers DDP workers; a rerun with the same `run_name` resumes from
-    its last checkpoint under cfg.storage_path. `callbacks` are Ray Train UserCallbacks (e.g.
-    `epoch_log`). Returns Ray's Result."""
-    init_ray(cfg)  # first: it sets the environment Ray reads when imported
+def run_on_ray(worker: Callable[[dict], Any], payload: Any, ray_cfg: RayConfig, name: str, callbacks: list):
+    """Run `worker({"job": payload})` on ray_cfg.num_workers Ray Train workers in one DDP process group;
+    a rerun with the same `name` resumes from its last checkpoint under ray_cfg.storage_path, and
+    worker failures are retried from it (ray.max_failures). `callbacks` are Ray Train UserCallbacks
+    (e.g. `epoch_log`). Returns Ray's Result (its error, checkpoint and rank 0's return value)."""
+    init_ray(ray_cfg)  # first: it sets the environment Ray reads when imported
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    resources = {"CPU": cfg.cpus_per_worker}
-    if cfg.gpus_per_worker:
-        resources["GPU"] = cfg.gpus_per_worker
+    resources = {"CPU": ray_cfg.cpus_per_worker}
+    if ray_cfg.gpus_per_worker:
+        resources["GPU"] = ray_cfg.gpus_per_worker
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"job": job},
-        torch_config=torch_config(),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0,
+        worker,
+        train_loop_config={"job": payload},
+        torch_config=_torch_config(),
+        scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=run_name, storage_path=storage_uri(cfg.storage_path),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+        run_config=RunConfig(name=name, storage_path=storage_uri(ray_cfg.storage_path),
+                             failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              callbacks=callbacks,
                              logging_config=_quiet()),

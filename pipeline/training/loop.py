@@ -1,8 +1,6 @@
-"""The per-worker training loop that Ray Train runs on every rank, and the job it receives.
-
-Ray calls stay at the edges: `train_worker` reads rank / world size / device /
-checkpoint from Ray and reports one metrics dict (with a checkpoint from rank 0)
-per epoch; everything between is plain PyTorch.
+"""The per-worker training loop, plain PyTorch: `fit` gets its rank, world size, device, the
+checkpoint to resume from and a report function from its caller (pipeline.training.worker on Ray,
+or a test) and calls `report` once per epoch with the metrics (and rank 0's checkpoint).
 """
 from __future__ import annotations
 
@@ -10,54 +8,23 @@ import copy
 import math
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from pipeline.data.loader import steps_per_epoch
-from pipeline.distributed import backward_scale
-from pipeline.evaluation.metrics import long_tail_metrics
+from pipeline.distributed import backward_scale, gather_objects
 from pipeline.samplers import SAMPLERS, ClassSampler, ProgressiveSampler
 from pipeline.training import checkpoint
 from pipeline.training.augment import normalize
-from pipeline.training.checkpoint import BEST_FILE, STATE_FILE, epoch_seed
+from pipeline.training.checkpoint import epoch_seed
 from pipeline.training.config import StageConfig
-from pipeline.training.data import eval_share, open_training_data, stream_batches
-from pipeline.training.methods import Method, Task
-from pipeline.training.registry import build_stage1, build_stage2
-
-__all__ = ["BEST_FILE", "STATE_FILE", "TrainJob", "fit", "gathered_predictions", "train_worker"]
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything a worker needs; plain data with absolute paths (workers run elsewhere)."""
-
-    stage: str  # "stage1" or "stage2"
-    config: StageConfig  # the stage being trained
-    task: Task
-    train_shards: tuple[str, ...]
-    val_shards: tuple[str, ...]
-    num_train: int
-    loader_workers: int = 0
-    stage1: StageConfig | None = None  # stage2: how to rebuild the stage-1 model
-    stage1_weights: str | None = None  # stage2: the stage-1 best weights
-
-
-def assemble_method(stage: str, config: StageConfig, task: Task, stage1: StageConfig | None = None,
-                    stage1_weights: str | None = None) -> Method:
-    """Build a stage's method; a stage-2 method wraps a stage-1 model (with `stage1_weights` if given,
-    else random weights that the caller overwrites with a saved stage-2 state dict)."""
-    if stage == "stage1":
-        return build_stage1(config.method, config.params, task)
-    first = build_stage1(stage1.method, stage1.params, task)
-    if stage1_weights is not None:
-        first.load_state_dict(torch.load(stage1_weights, map_location="cpu", weights_only=True))
-    return build_stage2(config.method, config.params, first, task)
+from pipeline.training.data import open_training_data
+from pipeline.training.job import TrainJob, assemble_method
+from pipeline.training.methods import Method
+from pipeline.training.predict import gather_predictions, predict, validation_metrics
 
 
 def learning_rate_factor(cfg: StageConfig, step: int, steps: int) -> float:
@@ -98,56 +65,6 @@ def make_sampler(name: str, epochs: int) -> ClassSampler:
     """A registered sampler; the progressive one moves from instance- to class-balanced over `epochs`."""
     cls = SAMPLERS.get(name)
     return cls(epochs) if cls is ProgressiveSampler else cls()
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """all_gather_object over ranks; [obj] without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-@torch.no_grad()
-def predict(method: Method, batches: Iterable, task: Task, device: torch.device) -> dict:
-    """Predictions over `batches` (objects with image, label, key): keys, labels, logits on the host."""
-    method.eval()
-    keys, labels, logits = [], [], []
-    for batch in batches:
-        images = normalize(batch.image.to(device), task.model.mean, task.model.std)
-        logits.append(method.logits(images).float())
-        labels.append(batch.label)
-        keys.extend(batch.key)
-    num_classes = task.num_classes
-    return {"keys": keys,
-            "labels": torch.cat(labels).cpu().numpy() if labels else np.zeros(0, np.int64),
-            "logits": torch.cat(logits).cpu().numpy() if logits else np.zeros((0, num_classes), np.float32)}
-
-
-def gather_predictions(mine: dict) -> dict:
-    """All ranks' predictions, concatenated and sorted by key (every rank gets them)."""
-    parts = gather_objects(mine)
-    keys = [k for p in parts for k in p["keys"]]
-    order = np.argsort(np.array(keys))
-    return {"keys": [keys[i] for i in order],
-            "labels": np.concatenate([p["labels"] for p in parts])[order],
-            "logits": np.concatenate([p["logits"] for p in parts])[order]}
-
-
-def gathered_predictions(method: Method, shards: tuple[str, ...], task: Task, device: torch.device,
-                         batch_size: int, loader_workers: int, rank: int, world: int) -> dict:
-    """Predictions of all ranks over `shards`, each rank streaming its `eval_share` once."""
-    batches = stream_batches(eval_share(shards, rank, world), task, batch_size, loader_workers)
-    return gather_predictions(predict(method, batches, task, device))
-
-
-def validation_metrics(predictions: dict, task: Task) -> dict[str, float]:
-    logits = torch.from_numpy(predictions["logits"]).double()
-    probabilities = torch.softmax(logits, dim=1).numpy()
-    metrics = long_tail_metrics(predictions["labels"], probabilities.argmax(1), probabilities,
-                                task.class_counts, task.many_threshold, task.few_threshold)
-    return {f"val_{k}": v for k, v in metrics.items() if not k.startswith("num_")}
 
 
 def _cpu_copy(state: dict) -> dict:
@@ -249,29 +166,3 @@ def fit(job: TrainJob, *, rank: int, world: int, device: torch.device, resume: d
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history},
                     best_state)
             report(metrics, Path(directory) if rank == 0 else None)
-
-
-def train_worker(config: dict) -> None:
-    """Ray Train entry point: `fit` with Ray's rank, device and checkpoint; reports go to Ray."""
-    import logging
-
-    import ray.train
-    import ray.train.torch
-    from ray.train.v2._internal.execution import context as report_context
-
-    # Ray Train V2 logs every report at INFO under a logger named by its source file, not "ray.train",
-    # so LoggingConfig(log_level="WARNING") does not reach it; this worker's epoch line says enough.
-    logging.getLogger(report_context.__file__).setLevel(logging.WARNING)
-    context = ray.train.get_context()
-    device = ray.train.torch.get_device()
-    latest = ray.train.get_checkpoint()  # Ray's; not to be confused with our `checkpoint` module
-    resume = None
-    if latest is not None:
-        with latest.as_directory() as directory:
-            resume = checkpoint.load(Path(directory), device)
-
-    def report(metrics: dict, directory: Path | None) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
-
-    fit(config["job"], rank=context.get_world_rank(), world=context.get_world_size(), device=device,
-        resume=resume, report=report)

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError
+from pipeline.data.contracts import SplitOutput
 from pipeline.training.config import RayConfig, StageConfig
-from pipeline.training.loop import TrainJob, assemble_method
+from pipeline.training.job import WEIGHTS_FILE, TrainJob, assemble_method, train_job
 from pipeline.training.methods import Task
 from pipeline.training.registry import method_class
-from pipeline.training.run import WEIGHTS_FILE, train_stage
+from pipeline.training.run import train_stage
 from pipeline.tuning import outputs, results
 from pipeline.tuning.config import TuneConfig
 from pipeline.tuning.space import default_values, overlay, resolve_space
@@ -43,9 +44,9 @@ def no_sweep(paths: TuneOutputs) -> str:
     return "tune: no sweep (tune.trials = 0); stage1 / stage2 use the values in params.yaml"
 
 
-def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shards: dict[str, tuple[str, ...]],
-               num_train: int, ray_cfg: RayConfig, paths: TuneOutputs) -> str:
-    """Run the sweep `cfg` over the stage configurations `stages` (keys stage1, stage2)."""
+def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, split: SplitOutput,
+               ray_cfg: RayConfig, paths: TuneOutputs) -> str:
+    """Run the sweep `cfg` over the stage configurations `stages` (keys stage1, stage2) on `split`."""
     started = time.perf_counter()
     dims = resolve_space(cfg.space, {s: stages[s].method for s in cfg.stages})
     configs = {}
@@ -55,8 +56,7 @@ def tune_stage(cfg: TuneConfig, stages: dict[str, StageConfig], task: Task, shar
             config = dataclasses.replace(config, epochs=cfg.epochs, warmup_epochs=min(config.warmup_epochs, cfg.epochs))
         configs[stage] = config
     cfg = dataclasses.replace(cfg, grace_epochs=grace_epochs(cfg, configs[cfg.stages[0]], cfg.stages[0]))
-    jobs = {stage: TrainJob(stage, config, task, shards["train"], shards["val"], num_train, ray_cfg.loader_workers)
-            for stage, config in configs.items()}
+    jobs = {stage: train_job(stage, config, task, split, ray_cfg) for stage, config in configs.items()}
     first_point = default_values(dims, configs)
     _check_methods(jobs)
     if cfg.stage == "stage2":
@@ -128,7 +128,7 @@ def _check_methods(jobs: dict[str, TrainJob]) -> None:
 def _on_fixed_stage1(job: TrainJob, stage1: StageConfig, ray_cfg: RayConfig, paths: TuneOutputs) -> TrainJob:
     """A stage-2 sweep runs on one stage-1 model: params.yaml's stage 1, trained here under the same Ray
     run name as the stage1 stage would use, so that stage later resumes the finished run at no cost."""
-    fixed = TrainJob("stage1", stage1, job.task, job.train_shards, job.val_shards, job.num_train, job.loader_workers)
+    fixed = dataclasses.replace(job, stage="stage1", config=stage1)
     directory = paths.out_dir / FIXED_STAGE1_DIR
     print(train_stage(fixed, ray_cfg, directory, directory / "metrics.json", directory / "history.tsv"), flush=True)
     return dataclasses.replace(job, stage1=stage1, stage1_weights=str((directory / WEIGHTS_FILE).resolve()))

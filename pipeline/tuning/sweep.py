@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.training.config import RayConfig
-from pipeline.training.launch import init_ray, run_training, storage_uri
-from pipeline.training.loop import BEST_FILE, TrainJob
 from pipeline.storage import list_files
+from pipeline.training.checkpoint import BEST_FILE
+from pipeline.training.config import RayConfig
+from pipeline.training.job import TrainJob
+from pipeline.training.launch import init_ray, run_on_ray, storage_uri
 from pipeline.training.run import code_digest
+from pipeline.training.worker import train_worker
 from pipeline.tuning.config import TuneConfig
 from pipeline.tuning.space import Dimension, apply_values
 from pipeline.tuning.trial_log import TrialLog, trial_key
@@ -112,7 +114,8 @@ def run_trial(values: dict, sweep: SweepJob) -> None:
         job = dataclasses.replace(base, config=apply_values(stage, base.config, list(sweep.dims), values))
         if stage == "stage2" and stage1_config is not None:  # both stages: on this trial's stage-1 model
             job = dataclasses.replace(job, stage1=stage1_config, stage1_weights=stage1_weights)
-        result = run_training(job, sweep.trial_ray, f"{key}-{stage}", [_recording_callback(log, stage, reports)])
+        result = run_on_ray(train_worker, job, sweep.trial_ray, f"{key}-{stage}",
+                            [_recording_callback(log, stage, reports)])
         if result.error is not None:
             raise RuntimeError(f"{stage} of trial {key} failed: {result.error}")
         reports = log.load()  # what the callback recorded (it ran in Ray Train's controller)

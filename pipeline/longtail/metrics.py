@@ -3,7 +3,7 @@
 Pure numpy functions on saved test predictions, shared by the evaluate stage, the
 training loop's validation and the report. Conventions (all values are fractions in [0, 1]):
 
-- Groups come from TRAINING counts (``group_of``, i.e. ``pipeline.data.longtail.assign_groups``):
+- Groups come from TRAINING counts (``group_of``, i.e. ``pipeline.longtail.groups.assign_groups``):
   many if n_c > many_threshold, few if n_c < few_threshold, medium otherwise (inclusive).
 - Per-class accuracy is the recall of the class. Balanced accuracy and the group accuracies
   average it over the classes with at least one test sample; a group with no such class
@@ -27,9 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.data.longtail import assign_groups
+from pipeline.longtail.groups import GROUPS, assign_groups
 
-GROUPS = ("many", "medium", "few")
 PROBABILITY_SUM_TOLERANCE = 1e-3  # float16/float32 softmax rows sum to 1 within this
 
 

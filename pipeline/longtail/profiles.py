@@ -1,4 +1,4 @@
-"""The science of the split: long-tailed class profiles, sample selection, validation carve-out, groups.
+"""The science of the split: long-tailed class profiles, sample selection, validation carve-out.
 
 Pure functions on label arrays, the protocol of docs/methods.md section 1.
 """
@@ -89,7 +89,3 @@ def carve_validation(labels: np.ndarray, per_class: int, num_classes: int,
     pool = np.setdiff1d(np.arange(len(labels)), val_idx)
     return val_idx, pool
 
-
-def assign_groups(counts: Sequence[int], many_threshold: int, few_threshold: int) -> list[str]:
-    """many if n_c > many_threshold, few if n_c < few_threshold, medium otherwise (inclusive)."""
-    return ["many" if n > many_threshold else "few" if n < few_threshold else "medium" for n in counts]
