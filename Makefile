@@ -23,12 +23,11 @@ repro: $(STAMP) data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Two pytest workers, one test file at a time each (a file's module fixtures stay in one process):
-# most of a Ray or DVC test's time is start-up and waiting, which the other worker fills. Files start
-# in collection order (tests/conftest.py puts the longest first), not pytest-xdist's most-tests-first.
+# most of a Ray or DVC test's time is start-up and waiting, which the other worker fills.
 test: $(STAMP)
 	@bash scripts/install-chromium.sh
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/install-vega.sh
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
