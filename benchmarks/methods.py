@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -38,13 +37,12 @@ from pipeline.data.fetch import fetch
 from pipeline.data.prepare import prepare
 from pipeline.data.split import build_split
 from pipeline.io import write_json
-from pipeline.longtail.metrics import long_tail_metrics
 from pipeline.training.checkpoint import BEST_FILE
 from pipeline.training.config import ModelConfig, RayConfig, Stage1Config, Stage2Config, StageConfig
 from pipeline.training.job import TrainJob, assemble_method, task_of, train_job
 from pipeline.training.loop import fit
 from pipeline.training.methods import STAGE1, Task
-from pipeline.training.predict import gathered_predictions
+from pipeline.training.predict import gathered_predictions, validation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_METHODS = ("clip", "zeroshot_clip")
@@ -69,14 +67,11 @@ def make_split(work: Path, params: dict, small: bool) -> tuple[Path, tuple[str, 
 
 
 def test_metrics(job: TrainJob, weights: Path, test_shards: tuple[str, ...]) -> dict[str, float]:
+    """The long-tail metrics of the trained weights on the test shards (the loop's validation metrics)."""
     method = assemble_method(job.stage, job.config, job.task, job.stage1, job.stage1_weights)
     method.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     predictions = gathered_predictions(method, test_shards, job.task, CPU, 512, 0, 0, 1)
-    logits = torch.from_numpy(predictions["logits"]).double()
-    probabilities = torch.softmax(logits, dim=1).numpy()
-    task = job.task
-    return long_tail_metrics(predictions["labels"], probabilities.argmax(1), probabilities, task.class_counts,
-                             task.many_threshold, task.few_threshold)
+    return {k.removeprefix("val_"): v for k, v in validation_metrics(predictions, job.task).items()}
 
 
 def train(stage: str, config: StageConfig, task: Task, split: SplitOutput, images: int, out: Path,
